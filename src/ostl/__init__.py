@@ -1,0 +1,53 @@
+"""ostl: online spatio-temporal learning for recurrent and spiking neural networks.
+
+Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Network`,
+:func:`gradients`, :func:`compare_to_bptt`, :class:`Learner`, and the rules in
+:mod:`ostl.rules`. Time-major tensors everywhere: (T, B, N).
+"""
+
+from __future__ import annotations
+
+from . import cells, errors, rules, surrogate, traces
+from .api import Comparison, compare_to_bptt, gradients
+from .cells import CELLS
+from .errors import (
+    DeviceError,
+    DTypeError,
+    NonFiniteError,
+    OSTLError,
+    ShapeError,
+    TraceTooLargeError,
+    UnsupportedError,
+)
+from .layer import Layer, Network, Readout
+from .learner import Learner
+from .rules import BPTT, OSTL, RTRL, RULES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Layer",
+    "Readout",
+    "Network",
+    "gradients",
+    "compare_to_bptt",
+    "Comparison",
+    "Learner",
+    "BPTT",
+    "RTRL",
+    "OSTL",
+    "RULES",
+    "CELLS",
+    "cells",
+    "rules",
+    "surrogate",
+    "traces",
+    "errors",
+    "OSTLError",
+    "ShapeError",
+    "DTypeError",
+    "DeviceError",
+    "NonFiniteError",
+    "UnsupportedError",
+    "TraceTooLargeError",
+]

@@ -1,0 +1,66 @@
+"""Adaptive leaky integrate-and-fire neuron (ALIF; the LSNN neuron of e-prop, Bellec et al. 2020).
+
+    v_t = α v_{t-1} + a_t - ϑ z_{t-1}                     (subtractive reset)
+    a^th_t = ρ a^th_{t-1} + z_{t-1}                        (threshold adaptation)
+    A_t = ϑ + β a^th_t                                     (adaptive threshold)
+    z_t = Θ(v_t - A_t)                                     a_t = W x_t + H z_{t-1}
+
+- ``v``: membrane; ``a`` (a^th): adaptation variable; ``z``: spike.
+- ``α`` (``decay``) = exp(-Δt/τ_m); ``ρ`` (``adaptation_decay``) = exp(-Δt/τ_a);
+  ``β`` (``beta``): adaptation strength; ``ϑ`` (``threshold``): baseline threshold.
+
+Defaults (ours): α = 0.9 (τ_m = 10 steps), ρ = exp(-1/200) (τ_a = 200 steps), β = 0.2, ϑ = 1,
+fast-sigmoid surrogate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from torch import Tensor
+
+from ..surrogate import Surrogate, get_surrogate, spike
+from .base import Cell, total_current
+
+
+class ALIFState(NamedTuple):
+    v: Tensor  # (B, N) membrane potential
+    a: Tensor  # (B, N) threshold adaptation
+    z: Tensor  # (B, N) spikes
+
+
+class ALIF(Cell):
+    """LIF neuron with an adaptive threshold A_t = ϑ + β a_t."""
+
+    State = ALIFState
+    output = "z"
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        decay: float = 0.9,
+        adaptation_decay: float = math.exp(-1 / 200),
+        beta: float = 0.2,
+        threshold: float = 1.0,
+        surrogate: str | Surrogate = "fast_sigmoid",
+        trainable: Iterable[str] = (),
+    ) -> None:
+        super().__init__(n, trainable)
+        self._add_neuron_param("decay", decay)
+        self._add_neuron_param("adaptation_decay", adaptation_decay)
+        self._add_neuron_param("beta", beta)
+        self._add_neuron_param("threshold", threshold)
+        self._check_trainable()
+        self.surrogate = get_surrogate(surrogate)
+
+    def step(
+        self, a_in: Tensor, a_rec: Tensor | None, state: ALIFState, p: dict[str, Tensor]
+    ) -> ALIFState:
+        cur = total_current(a_in, a_rec)[..., 0, :]
+        v = p["decay"] * state.v + cur - p["threshold"] * state.z
+        a = p["adaptation_decay"] * state.a + state.z
+        z = spike(v - (p["threshold"] + p["beta"] * a), self.surrogate)
+        return ALIFState(v, a, z)

@@ -1,0 +1,51 @@
+"""Gated recurrent unit (Cho et al. 2014), written with explicit state.
+
+Gates in order (r, z, n)::
+
+    r = σ(a_in_r + a_rec_r)          a_in_g = W_g x_t + b_g
+    z = σ(a_in_z + a_rec_z)          a_rec_g = H_g h_{t-1}
+    n = tanh(a_in_n + r ⊙ a_rec_n)   (the reset gate multiplies the recurrent current)
+    h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+
+The reset gate acts on the recurrent current *only*, so the cell receives input and recurrent
+currents separately and its per-neuron Jacobian ``∂h_t/∂a_rec_n = (1 - z) (1 - n²) r`` carries
+``r``; no approximation is made. Unlike ``torch.nn.GRU`` there is no separate recurrent bias
+``b_hn`` inside ``r ⊙ (·)``: one bias per gate, on the input side (Cho et al.'s form).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .base import Cell
+
+
+class GRUState(NamedTuple):
+    h: Tensor  # (B, N) hidden state (= output)
+
+
+class GRU(Cell):
+    """GRU unit with reset gate on the recurrent current."""
+
+    State = GRUState
+    output = "h"
+    n_gates = 3
+    default_bias = True
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+
+    def step(
+        self, a_in: Tensor, a_rec: Tensor | None, state: GRUState, p: dict[str, Tensor]
+    ) -> GRUState:
+        if a_rec is None:  # without H, r gates nothing (W keeps its (3N, n_in) layout)
+            z = torch.sigmoid(a_in[..., 1, :])
+            n = torch.tanh(a_in[..., 2, :])
+        else:
+            r = torch.sigmoid(a_in[..., 0, :] + a_rec[..., 0, :])
+            z = torch.sigmoid(a_in[..., 1, :] + a_rec[..., 1, :])
+            n = torch.tanh(a_in[..., 2, :] + r * a_rec[..., 2, :])
+        return GRUState((1 - z) * n + z * state.h)

@@ -1,0 +1,65 @@
+"""Leaky integrate-and-fire neuron (LIF): the SNU with g = identity and a fixed threshold.
+
+    v_t = α ⊙ v_{t-1} ⊙ (1 - z_{t-1}) + a_t              (reset="hard")
+    v_t = α ⊙ v_{t-1} + a_t - ϑ ⊙ z_{t-1}                (reset="subtract", as in e-prop)
+    z_t = Θ(v_t - ϑ)                                      a_t = W x_t + H z_{t-1}
+
+- ``v``: membrane potential; ``z``: spike; ``α`` (``decay``): membrane decay exp(-Δt/τ_m);
+  ``ϑ`` (``threshold``): firing threshold. Both fixed unless named in ``trainable``.
+
+Defaults (ours): ``α = 0.9`` (τ_m = 10 steps), ``ϑ = 1``, hard reset, fast-sigmoid surrogate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from torch import Tensor
+
+from ..surrogate import Surrogate, get_surrogate, spike
+from .base import Cell, total_current
+
+
+class LIFState(NamedTuple):
+    v: Tensor  # (B, N) membrane potential
+    z: Tensor  # (B, N) spikes
+
+
+class LIF(Cell):
+    """Leaky integrate-and-fire neuron with hard or subtractive reset."""
+
+    State = LIFState
+    output = "z"
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        decay: float = 0.9,
+        threshold: float = 1.0,
+        reset: str = "hard",
+        surrogate: str | Surrogate = "fast_sigmoid",
+        trainable: Iterable[str] = (),
+    ) -> None:
+        super().__init__(n, trainable)
+        if reset not in ("hard", "subtract"):
+            raise ValueError(f"LIF reset must be 'hard' or 'subtract', got {reset!r}")
+        self._add_neuron_param("decay", decay)
+        self._add_neuron_param("threshold", threshold)
+        self._check_trainable()
+        self.reset = reset
+        self.surrogate = get_surrogate(surrogate)
+
+    def step(
+        self, a_in: Tensor, a_rec: Tensor | None, state: LIFState, p: dict[str, Tensor]
+    ) -> LIFState:
+        a = total_current(a_in, a_rec)[..., 0, :]
+        if self.reset == "hard":
+            v = p["decay"] * state.v * (1 - state.z) + a
+        else:
+            v = p["decay"] * state.v + a - p["threshold"] * state.z
+        return LIFState(v, spike(v - p["threshold"], self.surrogate))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, reset={self.reset!r}"

@@ -1,0 +1,70 @@
+"""Spiking Neural Unit (SNU) and soft SNU (Woźniak et al., Nature Machine Intelligence 2020).
+
+    s_t = g(a_t + l(τ) ⊙ s_{t-1} ⊙ (1 - y_{t-1}))       a_t = W x_t + H y_{t-1}
+    y_t = h(s_t + b)
+
+- ``s``: membrane potential; ``y``: output; ``l(τ)`` (``decay``): membrane decay;
+  ``b``: per-neuron bias (a negative threshold), trainable by default.
+- SNU: ``g = ReLU``, ``h = Θ`` (step) with a surrogate derivative; the reset gate
+  ``(1 - y_{t-1})`` clears the membrane after a spike.
+- sSNU (soft SNU): ``h = sigmoid``; the output is graded and the model is fully differentiable.
+
+Defaults (ours; the paper sets them per task): ``decay = 0.8``, ``b = -1.0`` at init,
+fast-sigmoid surrogate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..surrogate import Surrogate, get_surrogate, spike
+from .base import Cell, total_current
+
+
+class SNUState(NamedTuple):
+    s: Tensor  # (B, N) membrane potential
+    y: Tensor  # (B, N) output
+
+
+class SNU(Cell):
+    """Spiking neural unit: ReLU membrane, step output with surrogate derivative."""
+
+    State = SNUState
+    output = "y"
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        decay: float = 0.8,
+        b: float = -1.0,
+        surrogate: str | Surrogate = "fast_sigmoid",
+        trainable: Iterable[str] = ("b",),
+    ) -> None:
+        super().__init__(n, trainable)
+        self._add_neuron_param("decay", decay)
+        self._add_neuron_param("b", b)
+        self._check_trainable()
+        self.surrogate = get_surrogate(surrogate)
+
+    def activation(self, x: Tensor) -> Tensor:
+        """h: the output nonlinearity."""
+        return spike(x, self.surrogate)
+
+    def step(
+        self, a_in: Tensor, a_rec: Tensor | None, state: SNUState, p: dict[str, Tensor]
+    ) -> SNUState:
+        a = total_current(a_in, a_rec)[..., 0, :]
+        s = torch.relu(a + p["decay"] * state.s * (1 - state.y))
+        return SNUState(s, self.activation(s + p["b"]))
+
+
+class SoftSNU(SNU):
+    """Soft SNU: the SNU with h = sigmoid (graded output, no surrogate needed)."""
+
+    def activation(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)

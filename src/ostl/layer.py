@@ -1,0 +1,241 @@
+"""Layer (synapses + cell), Readout (memoryless linear map) and Network (a stack of them).
+
+Time-major tensors everywhere: a sequence is ``(T, B, N)``, one time step ``(B, N)``.
+
+A :class:`Layer` holds the synapses of ``n_out`` neurons with ``G`` gates each:
+``W`` (G·n_out, n_in) input weights, optional ``H`` (G·n_out, n_out) recurrent weights and
+optional ``b`` (G·n_out,) bias; rows are grouped by gate (gate g owns rows g·n_out … (g+1)·n_out),
+as in ``torch.nn.LSTM``. Its cell holds the per-neuron dynamics and per-neuron parameters.
+
+``Network(xs)`` is a plain autograd unroll of ``Network.step``: it is the BPTT oracle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .cells import Cell, make_cell
+from .errors import ShapeError, check_tensor
+
+__all__ = ["Layer", "Readout", "ReadoutState", "Network"]
+
+
+def _uniform_(t: Tensor, fan_in: int) -> None:
+    bound = 1 / math.sqrt(fan_in)
+    with torch.no_grad():
+        t.uniform_(-bound, bound)
+
+
+def _check_step_input(module: nn.Module, x: Tensor, n_in: int, state: Sequence[Tensor]) -> None:
+    """Shapes of one step: x (..., n_in) and every state field (..., N) with the same leading dims.
+
+    The leading dims are (B,) in normal use; ``torch.func.vmap`` (RTRL) strips the batch
+    dim, so only consistency is required here, never broadcasting.
+    """
+    name = type(module).__name__
+    if not isinstance(x, Tensor):
+        raise ShapeError(f"{name}: x_t must be a Tensor of shape (B, {n_in}), got {type(x)}")
+    if x.dim() < 1 or x.shape[-1] != n_in:
+        raise ShapeError(f"{name}: expected x_t of shape (B, {n_in}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        from .errors import DTypeError
+
+        raise DTypeError(f"{name}: expected a floating-point x_t, got {x.dtype}")
+    lead = tuple(x.shape[:-1])
+    for field, s in zip(getattr(state, "_fields", ()), state):
+        if tuple(s.shape[:-1]) != lead:
+            raise ShapeError(
+                f"{name}: state.{field} has shape {tuple(s.shape)} but x_t has batch shape "
+                f"{lead}; initialise the state with init_state(batch_size={lead[0] if lead else ''})"
+            )
+
+
+class Layer(nn.Module):
+    """Synapses + cell: one stateful layer of ``n_out`` neurons.
+
+    Args:
+        n_in: input size.
+        n_out: number of neurons.
+        cell: a registry name (``"snu"``, ``"ssnu"``, ``"lif"``, ``"alif"``, ``"rnn"``,
+            ``"lstm"``, ``"gru"``), a Cell class or a Cell instance of ``n_out`` neurons.
+        recurrent: add recurrent weights ``H`` (each neuron sees the others' past outputs).
+        bias: add a synaptic bias ``b`` per gate; default is the cell's own choice
+            (spiking cells put their threshold in the cell instead).
+        **cell_kwargs: options of the cell (e.g. ``decay``, ``surrogate``, ``reset``).
+    """
+
+    stateful = True
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        cell: str | type[Cell] | Cell = "snu",
+        recurrent: bool = False,
+        bias: bool | None = None,
+        **cell_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        for name, v in (("n_in", n_in), ("n_out", n_out)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"Layer: {name} must be a positive int, got {v!r}")
+        self.n_in, self.n_out = n_in, n_out
+        self.cell = make_cell(cell, n_out, **cell_kwargs)
+        self.n_gates = self.cell.n_gates
+        gn = self.n_gates * n_out
+        self.W = nn.Parameter(torch.empty(gn, n_in))
+        _uniform_(self.W, n_in)
+        self.H: nn.Parameter | None = None
+        if recurrent:
+            self.H = nn.Parameter(torch.empty(gn, n_out))
+            _uniform_(self.H, n_out)
+        use_bias = self.cell.default_bias if bias is None else bias
+        self.b: nn.Parameter | None = nn.Parameter(torch.zeros(gn)) if use_bias else None
+
+    @property
+    def recurrent(self) -> bool:
+        return self.H is not None
+
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> NamedTuple:
+        """Resting state of the cell: a NamedTuple of (batch_size, n_out) tensors."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        return self.cell.init_state(
+            batch_size, dtype=dtype or self.W.dtype, device=device or self.W.device
+        )
+
+    def currents(self, x: Tensor, state: Any) -> tuple[Tensor, Tensor | None]:
+        """Synaptic currents per gate: a_in = W x + b and a_rec = H y_{t-1}, each (..., G, N)."""
+        a_in = x @ self.W.T
+        if self.b is not None:
+            a_in = a_in + self.b
+        a_in = a_in.unflatten(-1, (self.n_gates, self.n_out))
+        if self.H is None:
+            return a_in, None
+        y_prev = getattr(state, self.cell.output)
+        return a_in, (y_prev @ self.H.T).unflatten(-1, (self.n_gates, self.n_out))
+
+    def forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """One time step: x (B, n_in), state -> (y (B, n_out), new state)."""
+        _check_step_input(self, x, self.n_in, state)
+        a_in, a_rec = self.currents(x, state)
+        new = self.cell(a_in, a_rec, state)
+        return getattr(new, self.cell.output), new
+
+    def extra_repr(self) -> str:
+        return f"n_in={self.n_in}, n_out={self.n_out}, recurrent={self.recurrent}"
+
+
+class ReadoutState(NamedTuple):
+    """A Readout is memoryless: its state has no fields."""
+
+
+class Readout(nn.Module):
+    """Memoryless linear readout: y_t = W x_t + b."""
+
+    stateful = False
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True) -> None:
+        super().__init__()
+        for name, v in (("n_in", n_in), ("n_out", n_out)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"Readout: {name} must be a positive int, got {v!r}")
+        self.n_in, self.n_out = n_in, n_out
+        self.W = nn.Parameter(torch.empty(n_out, n_in))
+        _uniform_(self.W, n_in)
+        self.b: nn.Parameter | None = nn.Parameter(torch.zeros(n_out)) if bias else None
+
+    def init_state(self, batch_size: int, **_: Any) -> ReadoutState:
+        return ReadoutState()
+
+    def forward(self, x: Tensor, state: Any = ReadoutState()) -> tuple[Tensor, ReadoutState]:
+        _check_step_input(self, x, self.n_in, ())
+        y = x @ self.W.T
+        if self.b is not None:
+            y = y + self.b
+        return y, ReadoutState()
+
+    def extra_repr(self) -> str:
+        return f"n_in={self.n_in}, n_out={self.n_out}, bias={self.b is not None}"
+
+
+class Network(nn.Module):
+    """A stack of layers run in order at every time step.
+
+    Args:
+        layers: Layer and Readout modules; each layer's ``n_in`` must equal the previous
+            layer's ``n_out``.
+    """
+
+    def __init__(self, layers: Iterable[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        if len(self.layers) == 0:
+            raise ValueError("Network needs at least one layer")
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer | Readout):
+                raise TypeError(
+                    f"Network: layer {i} is a {type(layer).__name__}; expected ostl.Layer or "
+                    "ostl.Readout (the rules need the synapse/cell structure they declare)"
+                )
+            if i and layer.n_in != self.layers[i - 1].n_out:
+                raise ShapeError(
+                    f"Network: layer {i} expects n_in={layer.n_in} but layer {i - 1} has "
+                    f"n_out={self.layers[i - 1].n_out}"
+                )
+        self.n_in: int = self.layers[0].n_in
+        self.n_out: int = self.layers[-1].n_out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def init_state(self, batch_size: int, **kwargs: Any) -> tuple[Any, ...]:
+        """A tuple of every layer's resting state."""
+        return tuple(layer.init_state(batch_size, **kwargs) for layer in self.layers)
+
+    def step(self, x: Tensor, state: Sequence[Any]) -> tuple[Tensor, tuple[Any, ...]]:
+        """One time step through all layers: x (B, n_in) -> (y (B, n_out), new state)."""
+        if len(state) != len(self.layers):
+            raise ShapeError(
+                f"Network.step: expected a state tuple of {len(self.layers)} layer states "
+                f"(from net.init_state), got {len(state)}"
+            )
+        new_state = []
+        for layer, s in zip(self.layers, state):
+            x, s = layer(x, s)
+            new_state.append(s)
+        return x, tuple(new_state)
+
+    def check_sequence(self, xs: Tensor, name: str = "xs") -> Tensor:
+        """Validate a (T, B, n_in) input sequence: dtype, device, shape and finiteness."""
+        return check_tensor(
+            xs, name, shape=(None, None, self.n_in), dtype=self.dtype, device=self.device,
+            finite=True,
+        )
+
+    def forward(self, xs: Tensor, state: Sequence[Any] | None = None) -> Tensor:
+        """Unroll over a sequence with plain autograd: xs (T, B, n_in) -> ys (T, B, n_out)."""
+        self.check_sequence(xs)
+        if state is None:
+            state = self.init_state(xs.shape[1])
+        ys = []
+        for x in xs:
+            y, state = self.step(x, state)
+            ys.append(y)
+        return torch.stack(ys)

@@ -1,0 +1,168 @@
+"""The rule contract.
+
+A :class:`Rule` is a small configuration object (which trace recursion, which learning signal).
+``rule.bind(net)`` checks that the rule can handle the network and returns a :class:`Runner`:
+the rule applied to that network, holding what persists across sequences (e.g. fixed random
+feedback matrices) and, after ``reset(batch_size)``, what one batch of sequences needs (network
+state, traces). A runner is driven one time step at a time::
+
+    runner = rule.bind(net)
+    runner.reset(batch_size)
+    for x_t, target_t in stream:
+        y_t = runner.step(x_t, target_t, loss_fn)   # forward + traces + learning signal
+    runner.flush()                                  # finish what is pending (BPTT's backward)
+    runner.grads                                    # dict: parameter name -> accumulated dE/dθ
+
+Runners accumulate into ``runner.grads``, never into ``.grad``: :func:`ostl.gradients` returns
+them, and :class:`ostl.Learner` writes them into ``.grad`` before an optimizer step. No online
+runner keeps anything per time step: its memory is independent of the sequence length.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import OSTLError, ShapeError, UnsupportedError, check_finite, check_tensor
+from ..layer import Layer, Network, Readout
+
+__all__ = ["Rule", "Runner", "LossFn"]
+
+LossFn = Callable[[Tensor, Any], Tensor]
+
+
+class Rule(abc.ABC):
+    """A learning rule: a recipe for dE/dθ that runs one time step at a time."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def bind(self, net: Network) -> Runner:
+        """Check that this rule can handle ``net`` and return a runner for it."""
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({opts})"
+
+
+def check_network(net: object, rule: Rule) -> Network:
+    """A rule handles an ostl.Network of ostl.Layer / ostl.Readout modules, nothing else."""
+    if not isinstance(net, Network):
+        raise UnsupportedError(
+            f"{rule!r} needs an ostl.Network, got {type(net).__name__}; wrap the layers with "
+            "ostl.Network([...])"
+        )
+    for i, layer in enumerate(net.layers):
+        if not isinstance(layer, Layer | Readout):
+            raise UnsupportedError(f"{rule!r} cannot handle layer {i} ({type(layer).__name__})")
+    return net
+
+
+class Runner(abc.ABC):
+    """A rule bound to a network. See the module docstring for the protocol."""
+
+    def __init__(self, rule: Rule, net: Network) -> None:
+        self.rule = rule
+        self.net = check_network(net, rule)
+        self.params: dict[str, nn.Parameter] = {
+            n: p for n, p in net.named_parameters() if p.requires_grad
+        }
+        if not self.params:
+            raise UnsupportedError("the network has no parameter with requires_grad=True")
+        self.grads: dict[str, Tensor] = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.batch_size: int | None = None
+        self.steps = 0  # time steps since reset
+        self.loss_sum = 0.0  # Σ_t E_t since reset (a float; for reporting)
+        self.n_losses = 0  # steps with a target since reset
+
+    # -- protocol --------------------------------------------------------------------------
+    def reset(self, batch_size: int) -> None:
+        """Start a new batch of sequences: resting network state, zero traces."""
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.steps = 0
+        self.loss_sum, self.n_losses = 0.0, 0
+        self._reset(batch_size)
+
+    def step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor:
+        """One time step; returns the network output y_t (B, n_out), detached."""
+        if self.batch_size is None:
+            raise OSTLError("call reset(batch_size) before step()")
+        net = self.net
+        check_tensor(
+            x_t, "x_t", shape=(self.batch_size, net.n_in), dtype=net.dtype, device=net.device,
+            finite=True,
+        )
+        if target_t is not None:
+            _check_target(target_t, self.batch_size, net.device)
+        y = self._step(x_t, target_t, loss_fn)
+        self.steps += 1
+        return y
+
+    def flush(self) -> None:
+        """Finish what is pending (a no-op for online rules)."""
+
+    def zero_grads(self) -> None:
+        for g in self.grads.values():
+            g.zero_()
+
+    def state_tensors(self) -> Iterator[Tensor]:
+        """Every tensor this runner holds (state, traces, gradients): for memory accounting."""
+        yield from self.grads.values()
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.state_tensors())
+
+    # -- for subclasses --------------------------------------------------------------------
+    @abc.abstractmethod
+    def _reset(self, batch_size: int) -> None: ...
+
+    @abc.abstractmethod
+    def _step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor: ...
+
+    def _accumulate(self, name: str, g: Tensor) -> None:
+        if name in self.grads:
+            self.grads[name] += g
+
+    def _loss_signal(self, y: Tensor, target: Any, loss_fn: LossFn) -> Tensor:
+        """L = ∂E_t/∂y_t for the network output y (B, n_out); records E_t."""
+
+        def loss(y: Tensor) -> Tensor:
+            e = loss_fn(y, target)
+            _check_loss(e)
+            return e
+
+        with torch.enable_grad():
+            L, e = torch.func.grad_and_value(loss)(y.detach())
+        self._record_loss(e)
+        return check_finite(L, "learning signal dE_t/dy_t")
+
+    def _record_loss(self, e: Tensor) -> None:
+        self.loss_sum += float(e)
+        self.n_losses += 1
+
+
+def _check_target(target: Any, batch_size: int, device: torch.device) -> None:
+    if not isinstance(target, Tensor):
+        raise ShapeError(f"target_t: expected a Tensor or None, got {type(target).__name__}")
+    if target.dim() == 0 or target.shape[0] != batch_size:
+        raise ShapeError(
+            f"target_t: expected a batch dimension of {batch_size} first, got shape "
+            f"{tuple(target.shape)}"
+        )
+    if target.device != device:
+        raise ShapeError(f"target_t: expected a tensor on {device}, got {target.device}")
+    check_finite(target, "target_t")
+
+
+def _check_loss(e: Any) -> None:
+    if not isinstance(e, Tensor) or e.dim() != 0:
+        shape = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+        raise ShapeError(
+            f"loss_fn must return the scalar loss of one step (mean over the batch), got {shape}"
+        )

@@ -1,0 +1,269 @@
+"""The trace engine: per-neuron Jacobians derived from a cell's step, and eligibility traces.
+
+Notation (one stateful layer, ``B`` samples, ``N`` neurons, ``k`` state variables per neuron,
+``G`` gates, output ``y = s[o]``)::
+
+    ε_t = (ds_t/ds_{t-1}) ε_{t-1} + ∂s_t/∂θ          eligibility trace of θ
+    e_t = ε_t[o]                                      dy_t/dθ
+    dE/dθ = Σ_t L_t · e_t                             L_t = ∂E_t/∂y_t, the learning signal
+
+The total one-step derivative splits into the neuron's own dynamics and the recurrent path::
+
+    ds_t[q]/ds_{t-1}[r] = δ_qr J_s[q] + J_rec[q] H[q, r] δ_{·o}
+
+with per-neuron blocks ``J_s = ∂s_t/∂s_{t-1}`` (k×k; it holds the leak and the reset path
+through y_{t-1}), ``J_in = ∂s_t/∂a_in`` and ``J_rec = ∂s_t/∂a_rec`` (k×G) and ``J_φ`` (k×P).
+:func:`neuron_jacobians` derives all of them from ``cell.step`` with one ``torch.func.vjp`` and
+``k`` batched cotangents: a new cell needs no code here.
+
+Every trainable parameter of a layer is viewed per neuron: row p of the parameter is a vector of
+``C`` columns that only neuron p's currents see (``W``: C = G·n_in, ``H``: C = G·N, ``b``: C = G,
+a per-neuron φ: C = 1). Its immediate term ``∂s_t[p]/∂θ[p, c]`` is ``J_in ⊗ x_t``,
+``J_rec ⊗ y_{t-1}``, ``J_in`` or ``J_φ``. Two recursions:
+
+- :class:`DiagonalTrace` keeps ``ε[b, p, κ, c]`` (neuron p's state κ against its own row):
+  the H term is dropped, each neuron's own dynamics kept. Exact without H. Memory
+  ``B·N·k·ΣC`` (the size of the layer's parameters times k, per sample); O(N²) per step.
+- :class:`ExactTrace` keeps ``ε[b, q, κ, p, c]`` (every neuron q against every row p) and the
+  H term: exact with H, at RTRL cost within the layer: memory ``B·N²·k·ΣC`` (O(N³)), compute
+  O(N⁴) per step. Its size is checked before allocation (:class:`~ostl.errors.TraceTooLargeError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .cells import Cell
+from .errors import TraceTooLargeError
+from .layer import Layer
+
+__all__ = [
+    "NeuronJacobians",
+    "neuron_jacobians",
+    "ParamBlock",
+    "param_blocks",
+    "LayerTrace",
+    "DiagonalTrace",
+    "ExactTrace",
+    "exact_trace_bytes",
+    "input_signal",
+]
+
+
+class NeuronJacobians(NamedTuple):
+    """Per-neuron derivative blocks of one step, each with leading dims (B, N)."""
+
+    state: Tensor  # (B, N, k, k)  ∂s_t/∂s_{t-1} (direct: leak, reset via y_{t-1})
+    a_in: Tensor  # (B, N, k, G)  ∂s_t/∂a_in
+    a_rec: Tensor | None  # (B, N, k, G)  ∂s_t/∂a_rec (None without H)
+    params: Tensor | None  # (B, N, k, P)  ∂s_t/∂φ for the trainable per-neuron φ (None if none)
+
+
+def neuron_jacobians(
+    cell: Cell, a_in: Tensor, a_rec: Tensor | None, state: Any
+) -> tuple[Any, NeuronJacobians]:
+    """Run one cell step and derive its per-neuron Jacobian blocks with ``torch.func``.
+
+    Because the step is elementwise over (sample, neuron), the VJP of output variable κ with a
+    cotangent of ones gives, at every (b, p), exactly row κ of neuron p's block. The ``k`` rows
+    come from one ``vmap`` over the ``k`` one-hot cotangents.
+
+    Args:
+        cell: the cell.
+        a_in: (B, G, N) input currents; a_rec: (B, G, N) recurrent currents or None.
+        state: the previous state, a NamedTuple of (B, N) tensors.
+
+    Returns:
+        (new state, detached; its blocks).
+    """
+    k = len(state)
+    phi_all = cell.neuron_params()
+    trainable = cell.trainable_names
+    fixed = {n: v.detach() for n, v in phi_all.items() if n not in trainable}
+    # Expand trainable φ to (B, N) so their VJPs stay per sample instead of summing over B.
+    phi = tuple(phi_all[n].detach().expand_as(a_in[:, 0]) for n in trainable)
+    primals: tuple[Any, ...] = (a_in, tuple(state), phi) + (() if a_rec is None else (a_rec,))
+
+    def f(a_in: Tensor, s: tuple[Tensor, ...], phi: tuple[Tensor, ...], *rec: Tensor) -> Any:
+        p = dict(fixed)
+        p.update(zip(trainable, phi))
+        return tuple(cell.step(a_in, rec[0] if rec else None, cell.State(*s), p))
+
+    new, vjp_fn = torch.func.vjp(f, *primals)
+    eye = torch.eye(k, dtype=a_in.dtype, device=a_in.device)
+    ones = torch.ones_like(new[0])
+    cotangents = tuple(eye[:, i, None, None] * ones for i in range(k))  # each (k, B, N)
+    rows = torch.func.vmap(vjp_fn)(cotangents)
+    d_ain, d_s, d_phi = rows[0], rows[1], rows[2]  # leading dim: output variable κ
+    J_s = torch.stack(d_s, dim=-1).permute(1, 2, 0, 3)  # (B, N, k_out, k_in)
+    J_in = d_ain.permute(1, 3, 0, 2)  # (k, B, G, N) -> (B, N, k, G)
+    J_rec = rows[3].permute(1, 3, 0, 2) if a_rec is not None else None
+    J_phi = torch.stack(d_phi, dim=-1).permute(1, 2, 0, 3) if trainable else None
+    return cell.State(*(t.detach() for t in new)), NeuronJacobians(J_s, J_in, J_rec, J_phi)
+
+
+@dataclass(frozen=True)
+class ParamBlock:
+    """One trainable parameter of a layer, viewed per neuron as (N, C) columns."""
+
+    name: str  # local name in the layer: "W", "H", "b" or "cell.<φ>"
+    kind: str  # "W", "H", "b" or "phi"
+    columns: int  # C
+    phi_index: int = -1  # position among the trainable φ (kind "phi")
+
+    def immediate(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> Tensor:
+        """∂s_t[p]/∂θ[p, c]: (B, N, k, C)."""
+        if self.kind == "W":
+            return _outer(J.a_in, x)
+        if self.kind == "H":
+            assert J.a_rec is not None
+            return _outer(J.a_rec, y_prev)
+        if self.kind == "b":
+            return J.a_in
+        assert J.params is not None
+        return J.params[..., self.phi_index : self.phi_index + 1]
+
+    def to_param_shape(self, g: Tensor, layer: Layer) -> Tensor:
+        """(N, C) per-neuron gradient -> the parameter's own shape."""
+        G, N = layer.n_gates, layer.n_out
+        if self.kind in ("W", "H"):
+            return g.view(N, G, -1).transpose(0, 1).reshape(G * N, -1)
+        if self.kind == "b":
+            return g.T.reshape(G * N)
+        return g[:, 0]
+
+
+def _outer(J: Tensor, pre: Tensor) -> Tensor:
+    """(B, N, k, G) ⊗ (B, m) -> (B, N, k, G·m)."""
+    B, N, k, G = J.shape
+    return (J.unsqueeze(-1) * pre[:, None, None, None, :]).reshape(B, N, k, G * pre.shape[-1])
+
+
+def param_blocks(layer: Layer) -> list[ParamBlock]:
+    """The trainable parameters of a layer (those with requires_grad), as per-neuron blocks."""
+    G = layer.n_gates
+    blocks = [ParamBlock("W", "W", G * layer.n_in)] if layer.W.requires_grad else []
+    if layer.H is not None and layer.H.requires_grad:
+        blocks.append(ParamBlock("H", "H", G * layer.n_out))
+    if layer.b is not None and layer.b.requires_grad:
+        blocks.append(ParamBlock("b", "b", G))
+    for i, n in enumerate(layer.cell.trainable_names):
+        if getattr(layer.cell, n).requires_grad:
+            blocks.append(ParamBlock(f"cell.{n}", "phi", 1, i))
+    return blocks
+
+
+def exact_trace_bytes(layer: Layer, batch_size: int, dtype: torch.dtype) -> int:
+    """Bytes an :class:`ExactTrace` of this layer needs (traces alone, before temporaries)."""
+    k = len(layer.cell.state_names())
+    cols = sum(b.columns for b in param_blocks(layer))
+    return batch_size * layer.n_out**2 * k * cols * torch.empty((), dtype=dtype).element_size()
+
+
+class LayerTrace:
+    """Eligibility traces of one layer's trainable parameters over one batch of sequences."""
+
+    def __init__(self, layer: Layer, batch_size: int, dtype: torch.dtype, device: torch.device):
+        self.layer = layer
+        self.blocks = param_blocks(layer)
+        self.o = layer.cell.output_index()
+        self.k = len(layer.cell.state_names())
+        self.eps = {
+            b.name: torch.zeros(self._shape(batch_size, b.columns), dtype=dtype, device=device)
+            for b in self.blocks
+        }
+
+    def _shape(self, batch_size: int, columns: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
+        """Advance every trace one step: ε_t = (ds_t/ds_{t-1}) ε_{t-1} + ∂s_t/∂θ."""
+        raise NotImplementedError
+
+    def contract(self, L: Tensor, eps_out: Tensor) -> Tensor:
+        """Σ_b L · ε[o] -> (N, C)."""
+        raise NotImplementedError
+
+    def grads(self, L: Tensor) -> Iterator[tuple[str, Tensor]]:
+        """(local name, gradient) of every trainable parameter for the signal L (B, N)."""
+        for b in self.blocks:
+            yield b.name, b.to_param_shape(self.contract(L, self.eps[b.name][:, :, self.o]), self.layer)
+
+    def tensors(self) -> Iterator[Tensor]:
+        yield from self.eps.values()
+
+
+class DiagonalTrace(LayerTrace):
+    """ε[b, p, κ, c]: neuron p's own dynamics only (the H term dropped). Exact without H."""
+
+    def _shape(self, batch_size: int, columns: int) -> tuple[int, ...]:
+        return (batch_size, self.layer.n_out, self.k, columns)
+
+    def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
+        for b in self.blocks:
+            eps = self.eps[b.name]
+            self.eps[b.name] = torch.einsum("bnkl,bnlc->bnkc", J.state, eps) + b.immediate(
+                J, x, y_prev
+            )
+
+    def contract(self, L: Tensor, eps_out: Tensor) -> Tensor:
+        return torch.einsum("bn,bnc->nc", L, eps_out)
+
+
+class ExactTrace(LayerTrace):
+    """ε[b, q, κ, p, c]: every neuron's state against every neuron's parameters, H term kept."""
+
+    def __init__(
+        self,
+        layer: Layer,
+        batch_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        max_bytes: int,
+    ):
+        need = exact_trace_bytes(layer, batch_size, dtype)
+        if need > max_bytes:
+            raise TraceTooLargeError(
+                f"an exact trace of this layer (n_in={layer.n_in}, n_out={layer.n_out}, "
+                f"{layer.cell.n_gates} gate(s), k={len(layer.cell.state_names())} state variables, "
+                f"batch {batch_size}, {dtype}) needs {need / 2**30:.2f} GiB, above the limit of "
+                f"{max_bytes / 2**30:.2f} GiB (max_trace_bytes). Its memory grows as B·N³: use "
+                "OSTL(recurrence='diagonal') (O(N²), drops the H term), a smaller layer or "
+                "batch, or raise max_trace_bytes."
+            )
+        super().__init__(layer, batch_size, dtype, device)
+
+    def _shape(self, batch_size: int, columns: int) -> tuple[int, ...]:
+        n = self.layer.n_out
+        return (batch_size, n, self.k, n, columns)
+
+    def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
+        H = self.layer.H
+        assert H is not None and J.a_rec is not None
+        Hg = H.detach().view(self.layer.n_gates, self.layer.n_out, self.layer.n_out)
+        for b in self.blocks:
+            eps = self.eps[b.name]
+            rec = torch.einsum("gqr,brpc->bgqpc", Hg, eps[:, :, self.o])
+            new = torch.einsum("bqkl,bqlpc->bqkpc", J.state, eps)
+            new += torch.einsum("bqkg,bgqpc->bqkpc", J.a_rec, rec)
+            new.diagonal(dim1=1, dim2=3).add_(b.immediate(J, x, y_prev).permute(0, 2, 3, 1))
+            self.eps[b.name] = new
+
+    def contract(self, L: Tensor, eps_out: Tensor) -> Tensor:
+        return torch.einsum("bq,bqpc->pc", L, eps_out)
+
+
+def input_signal(L: Tensor, J: NeuronJacobians, feedback: Tensor, layer: Layer) -> Tensor:
+    """Learning signal for the layer below: L · ∂y_t/∂x_t through the current step only.
+
+    ``feedback`` is the layer's W (exact spatial sweep) or a fixed random matrix of its shape.
+    L (B, N) -> (B, n_in).
+    """
+    o = layer.cell.output_index()
+    delta = L.unsqueeze(-1) * J.a_in[:, :, o, :]  # (B, N, G): L ⊙ ∂y/∂a_in
+    return delta.transpose(1, 2).reshape(L.shape[0], -1) @ feedback
