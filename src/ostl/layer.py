@@ -47,6 +47,12 @@ def _check_step_input(module: nn.Module, x: Tensor, n_in: int, state: Sequence[T
 
         raise DTypeError(f"{name}: expected a floating-point x_t, got {x.dtype}")
     lead = tuple(x.shape[:-1])
+    want = getattr(getattr(module, "cell", None), "State", None)
+    if want is not None and not isinstance(state, want):
+        raise ShapeError(
+            f"{name}: expected a {want.__name__} (from init_state) as state, got "
+            f"{type(state).__name__}"
+        )
     for field, s in zip(getattr(state, "_fields", ()), state):
         if tuple(s.shape[:-1]) != lead:
             raise ShapeError(
