@@ -32,7 +32,11 @@ def test_layer_and_network_construction_errors() -> None:
 @pytest.mark.parametrize(
     ("xs", "error", "message"),
     [
-        (torch.rand(5, 2, 4, dtype=torch.float64), ostl.ShapeError, r"expected shape \(\*, \*, 3\)"),
+        (
+            torch.rand(5, 2, 4, dtype=torch.float64),
+            ostl.ShapeError,
+            r"expected shape \(\*, \*, 3\)",
+        ),
         (torch.rand(5, 3, dtype=torch.float64), ostl.ShapeError, r"got \(5, 3\)"),
         (torch.rand(5, 2, 3), ostl.DTypeError, "expected dtype torch.float64"),
         (torch.ones(5, 2, 3, dtype=torch.long), ostl.DTypeError, "expected dtype"),
@@ -55,7 +59,9 @@ def test_non_finite_inputs(net: ostl.Network, bad: float) -> None:
     for rule in ("bptt", "ostl", "rtrl"):
         with pytest.raises(ostl.NonFiniteError):
             ostl.gradients(net, rule, xs, ts, mse)
-    learner = ostl.Learner(net, "ostl", loss_fn=mse, optimizer=torch.optim.SGD(net.parameters(), 0.1))
+    learner = ostl.Learner(
+        net, "ostl", loss_fn=mse, optimizer=torch.optim.SGD(net.parameters(), 0.1)
+    )
     learner.reset(2)
     with pytest.raises(ostl.NonFiniteError, match="x_t"):
         learner.step(xs[2], ts[2])

@@ -25,8 +25,13 @@ def test_update_at_end_of_sequence_is_one_sgd_step_with_bptt_gradients(rule: obj
     lr = 0.1
     grads = ostl.gradients(net, BPTT(), xs, ts, mse)
     want = {n: p - lr * grads[n] for n, p in _params(net).items()}
-    learner = ostl.Learner(net, rule, loss_fn=mse,
-                           optimizer=torch.optim.SGD(net.parameters(), lr=lr), update_every=None)
+    learner = ostl.Learner(
+        net,
+        rule,
+        loss_fn=mse,
+        optimizer=torch.optim.SGD(net.parameters(), lr=lr),
+        update_every=None,
+    )
     learner.reset(2)
     for x, t in zip(xs, ts):
         learner.step(x, t)
@@ -44,14 +49,17 @@ def test_online_ostl_equals_online_rtrl_for_a_shallow_net(cell: str) -> None:
     finals = []
     for rule in (OSTL(recurrence="exact"), RTRL()):
         net = make_net(cell, [3, 4], recurrent=True)
-        learner = ostl.Learner(net, rule, loss_fn=mse,
-                               optimizer=torch.optim.SGD(net.parameters(), lr=0.05))
+        learner = ostl.Learner(
+            net, rule, loss_fn=mse, optimizer=torch.optim.SGD(net.parameters(), lr=0.05)
+        )
         learner.reset(2)
         for x, t in zip(xs, ts):
             learner.step(x, t)
         assert learner.updates == 12
         finals.append(_params(net))
-    moved = sum(float((finals[0][n] - p).norm()) for n, p in _params(make_net(cell, [3, 4], True)).items())
+    moved = sum(
+        float((finals[0][n] - p).norm()) for n, p in _params(make_net(cell, [3, 4], True)).items()
+    )
     assert moved > 1e-3
     for n in finals[0]:
         torch.testing.assert_close(finals[0][n], finals[1][n], rtol=1e-9, atol=1e-12)
@@ -61,8 +69,9 @@ def test_bptt_updating_every_k_steps_is_truncated_bptt() -> None:
     xs, ts = sequence(12, 2, 3)
     k, lr = 4, 0.05
     net = make_net("lif", [3, 5], recurrent=True)
-    learner = ostl.Learner(net, "bptt", loss_fn=mse,
-                           optimizer=torch.optim.SGD(net.parameters(), lr=lr), update_every=k)
+    learner = ostl.Learner(
+        net, "bptt", loss_fn=mse, optimizer=torch.optim.SGD(net.parameters(), lr=lr), update_every=k
+    )
     learner.reset(2)
     for x, t in zip(xs, ts):
         learner.step(x, t)
@@ -89,8 +98,13 @@ def test_window_without_target_does_not_step_the_optimizer() -> None:
     net = make_net("snu", [3, 4], recurrent=False)
     xs, ts = sequence(6, 2, 3)
     before = _params(net)
-    learner = ostl.Learner(net, "ostl", loss_fn=mse,
-                           optimizer=torch.optim.Adam(net.parameters(), lr=0.1), update_every=2)
+    learner = ostl.Learner(
+        net,
+        "ostl",
+        loss_fn=mse,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.1),
+        update_every=2,
+    )
     learner.reset(2)
     for x in xs[:4]:
         learner.step(x, None)
@@ -103,13 +117,15 @@ def test_window_without_target_does_not_step_the_optimizer() -> None:
 
 def test_online_snu_learns_a_regression_stream() -> None:
     """update_every=1: a shallow SNU network reduces a regression loss on a synthetic stream."""
-    from ostl.demo import DemoConfig, make_net as demo_net, pattern_task
+    from ostl.demo import DemoConfig, pattern_task
+    from ostl.demo import make_net as demo_net
 
     cfg = DemoConfig(steps=50, epochs=15, hidden=32)
     net = demo_net(cfg)
     xs, ts = pattern_task(cfg)
-    learner = ostl.Learner(net, OSTL(), loss_fn=mse,
-                           optimizer=torch.optim.Adam(net.parameters(), lr=1e-2))
+    learner = ostl.Learner(
+        net, OSTL(), loss_fn=mse, optimizer=torch.optim.Adam(net.parameters(), lr=1e-2)
+    )
     losses = []
     for _ in range(cfg.epochs):
         learner.reset(1)
@@ -140,9 +156,13 @@ def _live_tensor_bytes() -> int:
 )
 def test_memory_does_not_grow_with_sequence_length(rule: object, update_every: int | None) -> None:
     net = make_net("lif", [3, 6, 4], recurrent=True)
-    learner = ostl.Learner(net, rule, loss_fn=mse,
-                           optimizer=torch.optim.SGD(net.parameters(), lr=1e-3),
-                           update_every=update_every)
+    learner = ostl.Learner(
+        net,
+        rule,
+        loss_fn=mse,
+        optimizer=torch.optim.SGD(net.parameters(), lr=1e-3),
+        update_every=update_every,
+    )
     x, t = sequence(1, 2, 3)
     learner.reset(2)
     held, live = [], []

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .errors import ShapeError
@@ -16,7 +15,7 @@ from .rules import BPTT, LossFn, Rule, get_rule
 __all__ = ["gradients", "compare_to_bptt", "Comparison", "ParamComparison", "check_targets"]
 
 
-def check_targets(targets: Any, T: int) -> Sequence[Any]:
+def check_targets(targets: Any, T: int) -> Tensor | Sequence[Any]:
     """Targets are a tensor with T first or a length-T sequence whose entries may be None."""
     if isinstance(targets, Tensor):
         if targets.dim() == 0 or targets.shape[0] != T:
@@ -94,7 +93,9 @@ class Comparison:
     def table(self) -> str:
         """A plain-text table, one row per parameter."""
         w = max(len("parameter"), *(len(r.name) for r in self.rows))
-        head = f"{'parameter':<{w}}  {'cosine':>9}  {'rel. error':>10}  {'‖g‖':>10}  {'‖g_ref‖':>10}"
+        head = (
+            f"{'parameter':<{w}}  {'cosine':>9}  {'rel. error':>10}  {'‖g‖':>10}  {'‖g_ref‖':>10}"
+        )
         lines = [f"{self.rule} vs {self.reference}", head, "-" * len(head)]
         for r in self.rows:
             lines.append(
@@ -110,7 +111,7 @@ class Comparison:
 def _compare(name: str, g: Tensor, ref: Tensor) -> ParamComparison:
     g, ref = g.double().flatten(), ref.double().flatten()
     n, nr = float(g.norm()), float(ref.norm())
-    if nr == 0:
+    if nr == 0:  # a zero reference: agreement only if the rule's gradient is zero too
         rel = 0.0 if n == 0 else float("inf")
     else:
         rel = float((g - ref).norm()) / nr

@@ -46,7 +46,9 @@ def pattern_task(cfg: DemoConfig, dtype: torch.dtype = torch.float32) -> tuple[T
     t = torch.arange(cfg.steps, dtype=torch.float64) / cfg.steps
     amp = torch.rand(3, generator=g, dtype=torch.float64) * 0.5 + 0.5
     phase = torch.rand(3, generator=g, dtype=torch.float64) * 2 * math.pi
-    target = sum(a * torch.sin(2 * math.pi * (k + 1) * t + p) for k, (a, p) in enumerate(zip(amp, phase)))
+    target = sum(
+        a * torch.sin(2 * math.pi * (k + 1) * t + p) for k, (a, p) in enumerate(zip(amp, phase))
+    )
     return xs, torch.as_tensor(target, dtype=dtype).view(cfg.steps, 1, 1)
 
 
@@ -55,7 +57,7 @@ def make_net(cfg: DemoConfig) -> Network:
     # A lower SNU threshold (b = -0.2) so the hidden layer spikes from the first epoch.
     net = Network([Layer(cfg.n_in, cfg.hidden, "snu", b=-0.2), Readout(cfg.hidden, 1)])
     with torch.no_grad():
-        net.layers[0].W.mul_(3.0)
+        net.typed_layers[0].W.mul_(3.0)
     return net
 
 
@@ -96,8 +98,10 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> dict[st
             print(f"   epoch {epoch:3d}  loss {losses[-1]:.4f}")
     elapsed = time.perf_counter() - t0
     out.update(first_loss=losses[0], last_loss=losses[-1], seconds=elapsed)
-    print(f"   loss {losses[0]:.4f} -> {losses[-1]:.4f} in {elapsed:.1f} s "
-          f"({1e3 * elapsed / (cfg.epochs * cfg.steps):.2f} ms per online step)\n")
+    print(
+        f"   loss {losses[0]:.4f} -> {losses[-1]:.4f} in {elapsed:.1f} s "
+        f"({1e3 * elapsed / (cfg.epochs * cfg.steps):.2f} ms per online step)\n"
+    )
 
     print("3) Memory held by the learner (state, traces, gradients) vs sequence length")
     for T in (100, 1000):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +57,7 @@ def _check_step_input(module: nn.Module, x: Tensor, n_in: int, state: Sequence[T
         if tuple(s.shape[:-1]) != lead:
             raise ShapeError(
                 f"{name}: state.{field} has shape {tuple(s.shape)} but x_t has batch shape "
-                f"{lead}; initialise the state with init_state(batch_size={lead[0] if lead else ''})"
+                f"{lead}; initialise the state with init_state(batch_size) for this batch"
             )
 
 
@@ -165,7 +165,7 @@ class Readout(nn.Module):
     def init_state(self, batch_size: int, **_: Any) -> ReadoutState:
         return ReadoutState()
 
-    def forward(self, x: Tensor, state: Any = ReadoutState()) -> tuple[Tensor, ReadoutState]:
+    def forward(self, x: Tensor, state: Any = ()) -> tuple[Tensor, ReadoutState]:
         _check_step_input(self, x, self.n_in, ())
         y = x @ self.W.T
         if self.b is not None:
@@ -200,8 +200,13 @@ class Network(nn.Module):
                     f"Network: layer {i} expects n_in={layer.n_in} but layer {i - 1} has "
                     f"n_out={self.layers[i - 1].n_out}"
                 )
-        self.n_in: int = self.layers[0].n_in
-        self.n_out: int = self.layers[-1].n_out
+        self.n_in: int = self.typed_layers[0].n_in
+        self.n_out: int = self.typed_layers[-1].n_out
+
+    @property
+    def typed_layers(self) -> list[Layer | Readout]:
+        """``self.layers`` as a typed list (the constructor checked every element)."""
+        return cast(list[Layer | Readout], list(self.layers))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -213,7 +218,7 @@ class Network(nn.Module):
 
     def init_state(self, batch_size: int, **kwargs: Any) -> tuple[Any, ...]:
         """A tuple of every layer's resting state."""
-        return tuple(layer.init_state(batch_size, **kwargs) for layer in self.layers)
+        return tuple(layer.init_state(batch_size, **kwargs) for layer in self.typed_layers)
 
     def step(self, x: Tensor, state: Sequence[Any]) -> tuple[Tensor, tuple[Any, ...]]:
         """One time step through all layers: x (B, n_in) -> (y (B, n_out), new state)."""
@@ -231,7 +236,11 @@ class Network(nn.Module):
     def check_sequence(self, xs: Tensor, name: str = "xs") -> Tensor:
         """Validate a (T, B, n_in) input sequence: dtype, device, shape and finiteness."""
         return check_tensor(
-            xs, name, shape=(None, None, self.n_in), dtype=self.dtype, device=self.device,
+            xs,
+            name,
+            shape=(None, None, self.n_in),
+            dtype=self.dtype,
+            device=self.device,
             finite=True,
         )
 

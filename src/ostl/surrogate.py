@@ -15,7 +15,7 @@ proves the surrogate derivative is the true derivative of its proxy.
 |---|---|---|---|
 | ``fast_sigmoid`` | x / (1 + β|x|) | 1 / (1 + β|x|)² | SuperSpike (Zenke & Ganguli 2018) |
 | ``sigmoid`` | sigmoid(βx) | β s (1 - s) | soft-SNU / common choice |
-| ``triangle`` | piecewise quadratic | γ max(0, 1 - |x|/w) | e-prop pseudo-derivative (Bellec 2020) |
+| ``triangle`` | piecewise quadratic | γ max(0, 1 - |x|/w) | e-prop (Bellec et al. 2020) |
 | ``arctan`` | arctan(π α x / 2) / π | (α/2) / (1 + (π α x/2)²) | Fang et al. 2021 |
 """
 
@@ -138,7 +138,7 @@ class SpikeFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, surrogate: Surrogate, smooth: bool = False) -> Tensor:  # type: ignore[override]
+    def forward(x: Tensor, surrogate: Surrogate, smooth: bool = False) -> Tensor:
         if smooth:
             return surrogate.proxy(x)
         return (x > 0).to(x.dtype)
@@ -150,11 +150,11 @@ class SpikeFunction(torch.autograd.Function):
         ctx.surrogate = surrogate
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (x,) = ctx.saved_tensors
         return grad * ctx.surrogate.derivative(x), None, None
 
 
 def spike(x: Tensor, surrogate: Surrogate) -> Tensor:
     """Heaviside spike Θ(x) whose gradient is the surrogate derivative σ'(x)."""
-    return SpikeFunction.apply(x, surrogate, False)  # type: ignore[no-untyped-call]
+    return SpikeFunction.apply(x, surrogate, False)

@@ -94,7 +94,7 @@ def neuron_jacobians(
         p.update(zip(trainable, phi))
         return tuple(cell.step(a_in, rec[0] if rec else None, cell.State(*s), p))
 
-    new, vjp_fn = torch.func.vjp(f, *primals)
+    new, vjp_fn = torch.func.vjp(f, *primals)  # type: ignore[misc]
     eye = torch.eye(k, dtype=a_in.dtype, device=a_in.device)
     ones = torch.ones_like(new[0])
     cotangents = tuple(eye[:, i, None, None] * ones for i in range(k))  # each (k, B, N)
@@ -192,7 +192,10 @@ class LayerTrace:
     def grads(self, L: Tensor) -> Iterator[tuple[str, Tensor]]:
         """(local name, gradient) of every trainable parameter for the signal L (B, N)."""
         for b in self.blocks:
-            yield b.name, b.to_param_shape(self.contract(L, self.eps[b.name][:, :, self.o]), self.layer)
+            yield (
+                b.name,
+                b.to_param_shape(self.contract(L, self.eps[b.name][:, :, self.o]), self.layer),
+            )
 
     def tensors(self) -> Iterator[Tensor]:
         yield from self.eps.values()

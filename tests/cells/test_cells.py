@@ -117,9 +117,12 @@ def _random_state(layer: ostl.Layer, B: int) -> object:
     st = layer.init_state(B)
     fields = []
     for name, t in zip(st._fields, st):
-        if name in ("z", "y") and layer.cell.output == name and isinstance(
-            layer.cell, ostl.cells.SNU | ostl.cells.LIF | ostl.cells.ALIF
-        ) and not isinstance(layer.cell, ostl.cells.SoftSNU):
+        if (
+            name in ("z", "y")
+            and layer.cell.output == name
+            and isinstance(layer.cell, ostl.cells.SNU | ostl.cells.LIF | ostl.cells.ALIF)
+            and not isinstance(layer.cell, ostl.cells.SoftSNU)
+        ):
             fields.append((torch.rand_like(t) < 0.5).to(t.dtype))
         elif name == "y":
             fields.append(torch.rand_like(t))
@@ -160,11 +163,11 @@ def test_derived_jacobians_equal_jacrev_of_the_step(name: str) -> None:
     torch.testing.assert_close(full, want)
     # currents: (B, N, k, B, G, N)
     for cur, Jc in (("a_in", J.a_in), ("a_rec", J.a_rec)):
-        full = _full_jac(lambda a: out(**{cur: a}), a_in if cur == "a_in" else a_rec)
+        full = _full_jac(lambda a, cur=cur: out(**{cur: a}), a_in if cur == "a_in" else a_rec)
         want = (
             torch.eye(B, **F64)[:, None, None, :, None, None]
             * torch.eye(N, **F64)[None, :, None, None, None, :]
-            * Jc.permute(0, 1, 2, 3)[:, :, :, None, :, None]
+            * Jc[:, :, :, None, :, None]
         )
         torch.testing.assert_close(full, want)
     # trainable per-neuron parameters: (B, N, k, N) for each

@@ -104,12 +104,10 @@ class Cell(nn.Module):
     ) -> NamedTuple:
         """The resting state: every variable zero, each of shape (batch_size, N)."""
         z = torch.zeros(batch_size, self.n, dtype=dtype, device=device)
-        return self.State(*(z.clone() for _ in self.State._fields))  # type: ignore[no-any-return]
+        return self.State(*(z.clone() for _ in self.State._fields))
 
     # -- dynamics --------------------------------------------------------------------------
-    def step(
-        self, a_in: Tensor, a_rec: Tensor | None, state: Any, p: dict[str, Tensor]
-    ) -> Any:
+    def step(self, a_in: Tensor, a_rec: Tensor | None, state: Any, p: dict[str, Tensor]) -> Any:
         """One time step. ``a_in``, ``a_rec``: (..., G, N); state fields (..., N); p: φ by name.
 
         Must be elementwise over neurons and samples (see the module docstring).

@@ -95,7 +95,11 @@ class Runner(abc.ABC):
             raise OSTLError("call reset(batch_size) before step()")
         net = self.net
         check_tensor(
-            x_t, "x_t", shape=(self.batch_size, net.n_in), dtype=net.dtype, device=net.device,
+            x_t,
+            "x_t",
+            shape=(self.batch_size, net.n_in),
+            dtype=net.dtype,
+            device=net.device,
             finite=True,
         )
         if target_t is not None:
@@ -104,7 +108,7 @@ class Runner(abc.ABC):
         self.steps += 1
         return y
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - a hook: online rules have nothing pending
         """Finish what is pending (a no-op for online rules)."""
 
     def zero_grads(self) -> None:

@@ -29,7 +29,14 @@ import torch
 from torch import Tensor
 
 from ..layer import Layer, Network, Readout
-from ..traces import DiagonalTrace, ExactTrace, LayerTrace, NeuronJacobians, input_signal, neuron_jacobians
+from ..traces import (
+    DiagonalTrace,
+    ExactTrace,
+    LayerTrace,
+    NeuronJacobians,
+    input_signal,
+    neuron_jacobians,
+)
 from .base import LossFn, Rule, Runner
 
 __all__ = ["OSTL", "OSTLRunner"]
@@ -75,7 +82,7 @@ class OSTLRunner(Runner):
         """Matrix carrying the signal from layer i down to layer i-1 (None for layer 0)."""
         fb: list[Tensor | None] = [None]
         gen = torch.Generator().manual_seed(self.rule.seed)
-        for layer in list(self.net.layers)[1:]:
+        for layer in self.net.typed_layers[1:]:
             W = layer.W
             if self.rule.feedback == "weights":
                 fb.append(None)  # use the live W at each step
@@ -93,8 +100,9 @@ class OSTLRunner(Runner):
             if not isinstance(layer, Layer):
                 self.traces.append(None)
             elif self.rule.recurrence == "exact" and layer.recurrent:
-                self.traces.append(ExactTrace(
-                    layer, batch_size, net.dtype, net.device, self.rule.max_trace_bytes))
+                self.traces.append(
+                    ExactTrace(layer, batch_size, net.dtype, net.device, self.rule.max_trace_bytes)
+                )
             else:
                 self.traces.append(DiagonalTrace(layer, batch_size, net.dtype, net.device))
 
@@ -128,14 +136,18 @@ class OSTLRunner(Runner):
         self, L_out: Tensor, target: Any, inputs: list[Tensor], jacs: list[NeuronJacobians | None]
     ) -> list[Tensor]:
         """Learning signal L^l (B, n_out^l) of every layer: the sweep across layers at step t."""
-        layers = list(self.net.layers)
+        layers = self.net.typed_layers
         signals: list[Tensor] = [L_out]
         for i in range(len(layers) - 1, 0, -1):
             layer, L = layers[i], signals[0]
             fb = self.feedback[i]
             F = layer.W.detach() if fb is None else fb
             J = jacs[i]
-            signals.insert(0, L @ F if J is None else input_signal(L, J, F, layer))
+            if J is None:
+                signals.insert(0, L @ F)
+            else:
+                assert isinstance(layer, Layer)
+                signals.insert(0, input_signal(L, J, F, layer))
         return signals
 
     def _apply_signal(self, i: int, L: Tensor, x: Tensor) -> None:

@@ -9,8 +9,8 @@ Both Jacobians come from ``torch.func.jacrev`` of the network's one-step functio
 the batch, so RTRL shares no code with the trace engine: it is the second, independent oracle.
 
 - Exact for any depth and any cell (accumulated over a sequence with fixed weights).
-- Memory per sample: |S|·|θ| for M (O(N⁴) for a recurrent layer of N neurons), checked against
-  ``max_bytes`` before allocation. Compute per step: O(|S|²·|θ|) plus the Jacobians. Meant for
+- Memory per sample: |S|·|θ| for M (O(N³) for a recurrent layer of N neurons), checked against
+  ``max_bytes`` before allocation. Compute per step: O(|S|²·|θ|) (O(N⁴)). Meant for
   small networks (tests, diagnostics), not for training at scale.
 """
 
@@ -49,7 +49,7 @@ class _Step(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
-        return self.net.step(x, state)  # type: ignore[no-any-return]
+        return self.net.step(x, state)
 
 
 class RTRLRunner(Runner):
@@ -66,8 +66,10 @@ class RTRLRunner(Runner):
     def _reset(self, batch_size: int) -> None:
         state = self.net.init_state(batch_size)
         self._template = state
-        self._S = torch.cat([t for s in state for t in s], dim=-1) if self._n_state(state) else (
-            torch.zeros(batch_size, 0, dtype=self.net.dtype, device=self.net.device)
+        self._S = (
+            torch.cat([t for s in state for t in s], dim=-1)
+            if self._n_state(state)
+            else (torch.zeros(batch_size, 0, dtype=self.net.dtype, device=self.net.device))
         )
         n_s, n_p = self._S.shape[-1], sum(self._sizes)
         need = batch_size * (n_s + self.net.n_out) * (n_p + n_s) * self._S.element_size()
@@ -97,11 +99,17 @@ class RTRLRunner(Runner):
 
     def _step_fn(self, theta: Tensor, S: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """One sample's step as a function of (flat θ, flat S_{t-1}, x): returns [S_t, ŷ_t]."""
-        params = dict(zip(self._names, (c.view_as(p) for c, p in zip(
-            theta.split(self._sizes), self.params.values()))))
+        params = dict(
+            zip(
+                self._names,
+                (c.view_as(p) for c, p in zip(theta.split(self._sizes), self.params.values())),
+            )
+        )
         y, new = torch.func.functional_call(
-            self._module, {f"net.{n}": v for n, v in params.items()},
-            (x, self._unflatten_state(S)), strict=False,
+            self._module,
+            {f"net.{n}": v for n, v in params.items()},
+            (x, self._unflatten_state(S)),
+            strict=False,
         )
         out = torch.cat([t for s in new for t in s] + [y], dim=-1)
         return out, out.detach()
