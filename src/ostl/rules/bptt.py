@@ -31,7 +31,11 @@ __all__ = ["BPTT"]
 
 
 class BPTT(Rule):
-    """Backpropagation through time; ``truncation=k`` gives truncated BPTT."""
+    """Backpropagation through time; ``truncation=k`` gives truncated BPTT.
+
+    The reference (exact by definition). Memory grows with the steps since the last cut (every
+    activation is kept for the backward pass); compute about twice the forward per step.
+    """
 
     name = "bptt"
 

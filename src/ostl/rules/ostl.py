@@ -43,7 +43,14 @@ __all__ = ["OSTL", "OSTLRunner"]
 
 
 class OSTL(Rule):
-    """OSTL: eligibility traces × learning signals from a sweep across layers at step t."""
+    """OSTL: eligibility traces × learning signals from a sweep across layers at step t.
+
+    Exact (equals BPTT) for one stateful layer plus memoryless layers above it, with
+    ``recurrence="exact"`` or without H; deeper, it equals ``BPTT(detach_above=l)`` for layer l.
+    Per sample and layer of N neurons (k state variables, G gates): memory N·k·G·(n_in + N)
+    and O(N²) compute per step (diagonal), or N times that memory and O(N⁴) compute (exact).
+    See the module docstring for the equations and options.
+    """
 
     name = "ostl"
 

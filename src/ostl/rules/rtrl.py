@@ -30,7 +30,11 @@ __all__ = ["RTRL"]
 
 
 class RTRL(Rule):
-    """Exact real-time recurrent learning with one influence matrix over all layers."""
+    """Exact real-time recurrent learning with one influence matrix over all layers.
+
+    Exact for any depth and cell. Memory |S|·|θ| per sample, O(|S|²·|θ|) compute per step;
+    raises :class:`~ostl.errors.TraceTooLargeError` above ``max_bytes`` (before allocating).
+    """
 
     name = "rtrl"
 
