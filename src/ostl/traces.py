@@ -128,6 +128,23 @@ class ParamBlock:
         assert J.params is not None
         return J.params[..., self.phi_index : self.phi_index + 1]
 
+    def add_immediate(
+        self, dst: Tensor, J: NeuronJacobians, kappa: int, x: Tensor, y_prev: Tensor
+    ) -> None:
+        """dst (N, B, C) += ∂s_t[κ]/∂θ in the neuron-major layout, in place."""
+        if self.kind in ("W", "H"):
+            Jk = (J.a_in if self.kind == "W" else J.a_rec)[:, :, kappa, :]  # (B, N, G)
+            assert Jk is not None
+            pre = (x if self.kind == "W" else y_prev).unsqueeze(0)  # (1, B, m)
+            m = pre.shape[-1]
+            for g in range(Jk.shape[-1]):
+                dst[:, :, g * m : (g + 1) * m].addcmul_(Jk[:, :, g].T.unsqueeze(-1), pre)
+        elif self.kind == "b":
+            dst.add_(J.a_in[:, :, kappa, :].transpose(0, 1))
+        else:
+            assert J.params is not None
+            dst[:, :, 0].add_(J.params[:, :, kappa, self.phi_index].T)
+
     def to_param_shape(self, g: Tensor, layer: Layer) -> Tensor:
         """(N, C) per-neuron gradient -> the parameter's own shape."""
         G, N = layer.n_gates, layer.n_out
@@ -185,37 +202,58 @@ class LayerTrace:
         """Advance every trace one step: ε_t = (ds_t/ds_{t-1}) ε_{t-1} + ∂s_t/∂θ."""
         raise NotImplementedError
 
-    def contract(self, L: Tensor, eps_out: Tensor) -> Tensor:
-        """Σ_b L · ε[o] -> (N, C)."""
+    def contract(self, L: Tensor, name: str) -> Tensor:
+        """Σ_b L · ε[o] for one parameter -> (N, C)."""
         raise NotImplementedError
 
     def grads(self, L: Tensor) -> Iterator[tuple[str, Tensor]]:
         """(local name, gradient) of every trainable parameter for the signal L (B, N)."""
         for b in self.blocks:
-            yield (
-                b.name,
-                b.to_param_shape(self.contract(L, self.eps[b.name][:, :, self.o]), self.layer),
-            )
+            yield b.name, b.to_param_shape(self.contract(L, b.name), self.layer)
 
     def tensors(self) -> Iterator[Tensor]:
         yield from self.eps.values()
 
 
 class DiagonalTrace(LayerTrace):
-    """ε[b, p, κ, c]: neuron p's own dynamics only (the H term dropped). Exact without H."""
+    """ε[κ, p, b, c]: neuron p's own dynamics only (the H term dropped). Exact without H.
+
+    Laid out neuron-major per state variable, ``(k, N, B, C)``: the contraction with the
+    learning signal is then one batched matrix product per parameter
+    (``(N, 1, B) @ (N, B, C)``), and the update runs in place (k = 1) or into a second
+    buffer of the same size (k > 1): nothing is allocated per step but small views.
+    """
+
+    def __init__(self, layer: Layer, batch_size: int, dtype: torch.dtype, device: torch.device):
+        super().__init__(layer, batch_size, dtype, device)
+        self._spare = {n: torch.empty_like(e) for n, e in self.eps.items()} if self.k > 1 else {}
 
     def _shape(self, batch_size: int, columns: int) -> tuple[int, ...]:
-        return (batch_size, self.layer.n_out, self.k, columns)
+        return (self.k, self.layer.n_out, batch_size, columns)
 
     def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
+        Js = J.state.permute(2, 3, 1, 0).unsqueeze(-1)  # (k, k, N, B, 1)
         for b in self.blocks:
-            eps = self.eps[b.name]
-            self.eps[b.name] = torch.einsum("bnkl,bnlc->bnkc", J.state, eps) + b.immediate(
-                J, x, y_prev
-            )
+            old = self.eps[b.name]
+            if self.k == 1:
+                old[0].mul_(Js[0, 0])
+                b.add_immediate(old[0], J, 0, x, y_prev)
+                continue
+            new = self._spare[b.name]
+            for kappa in range(self.k):
+                torch.mul(old[0], Js[kappa, 0], out=new[kappa])
+                for lam in range(1, self.k):
+                    new[kappa].addcmul_(old[lam], Js[kappa, lam])
+                b.add_immediate(new[kappa], J, kappa, x, y_prev)
+            self.eps[b.name], self._spare[b.name] = new, old
 
-    def contract(self, L: Tensor, eps_out: Tensor) -> Tensor:
-        return torch.einsum("bn,bnc->nc", L, eps_out)
+    def contract(self, L: Tensor, name: str) -> Tensor:
+        # (N, 1, B) @ (N, B, C): L made contiguous first (bmm is ~2.5x slower on the strided view)
+        return torch.bmm(L.T.contiguous().unsqueeze(1), self.eps[name][self.o]).squeeze(1)
+
+    def tensors(self) -> Iterator[Tensor]:
+        yield from super().tensors()
+        yield from self._spare.values()
 
 
 class ExactTrace(LayerTrace):
@@ -257,8 +295,8 @@ class ExactTrace(LayerTrace):
             new.diagonal(dim1=1, dim2=3).add_(b.immediate(J, x, y_prev).permute(0, 2, 3, 1))
             self.eps[b.name] = new
 
-    def contract(self, L: Tensor, eps_out: Tensor) -> Tensor:
-        return torch.einsum("bq,bqpc->pc", L, eps_out)
+    def contract(self, L: Tensor, name: str) -> Tensor:
+        return torch.einsum("bq,bqpc->pc", L, self.eps[name][:, :, self.o])
 
 
 def input_signal(L: Tensor, J: NeuronJacobians, feedback: Tensor, layer: Layer) -> Tensor:
