@@ -62,6 +62,9 @@ class NeuronJacobians(NamedTuple):
     a_in: Tensor  # (B, N, k, G)  ∂s_t/∂a_in
     a_rec: Tensor | None  # (B, N, k, G)  ∂s_t/∂a_rec (None without H)
     params: Tensor | None  # (B, N, k, P)  ∂s_t/∂φ for the trainable per-neuron φ (None if none)
+    # For cells with an output map y_t = h(m_t, φ) (Cell.has_output_map), else None:
+    out: Tensor | None = None  # (B, N, k)  ∂h/∂s_t (zero in the output's own column)
+    out_params: Tensor | None = None  # (B, N, P)  ∂h/∂φ, the direct path of φ into y_t
 
 
 def neuron_jacobians(
@@ -104,7 +107,20 @@ def neuron_jacobians(
     J_in = d_ain.permute(1, 3, 0, 2)  # (k, B, G, N) -> (B, N, k, G)
     J_rec = rows[3].permute(1, 3, 0, 2) if a_rec is not None else None
     J_phi = torch.stack(d_phi, dim=-1).permute(1, 2, 0, 3) if trainable else None
-    return cell.State(*(t.detach() for t in new)), NeuronJacobians(J_s, J_in, J_rec, J_phi)
+    new = cell.State(*(t.detach() for t in new))
+    D = D_phi = None
+    if cell.has_output_map:
+
+        def h(s: tuple[Tensor, ...], phi: tuple[Tensor, ...]) -> Tensor:
+            p = dict(fixed)
+            p.update(zip(trainable, phi))
+            return cell.output_map(cell.State(*s), p)
+
+        _, vjp_h = torch.func.vjp(h, tuple(new), phi)
+        d_s_out, d_phi_out = vjp_h(ones)
+        D = torch.stack(d_s_out, dim=-1)  # (B, N, k)
+        D_phi = torch.stack(d_phi_out, dim=-1) if trainable else None  # (B, N, P)
+    return new, NeuronJacobians(J_s, J_in, J_rec, J_phi, D, D_phi)
 
 
 @dataclass(frozen=True)
@@ -202,14 +218,14 @@ class LayerTrace:
         """Advance every trace one step: ε_t = (ds_t/ds_{t-1}) ε_{t-1} + ∂s_t/∂θ."""
         raise NotImplementedError
 
-    def contract(self, L: Tensor, name: str) -> Tensor:
-        """Σ_b L · ε[o] for one parameter -> (N, C)."""
+    def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
+        """Σ_b L · ε_y for one parameter -> (N, C)."""
         raise NotImplementedError
 
     def grads(self, L: Tensor) -> Iterator[tuple[str, Tensor]]:
         """(local name, gradient) of every trainable parameter for the signal L (B, N)."""
         for b in self.blocks:
-            yield b.name, b.to_param_shape(self.contract(L, b.name), self.layer)
+            yield b.name, b.to_param_shape(self.contract(L, b), self.layer)
 
     def tensors(self) -> Iterator[Tensor]:
         yield from self.eps.values()
@@ -220,40 +236,92 @@ class DiagonalTrace(LayerTrace):
 
     Laid out neuron-major per state variable, ``(k, N, B, C)``: the contraction with the
     learning signal is then one batched matrix product per parameter
-    (``(N, 1, B) @ (N, B, C)``), and the update runs in place (k = 1) or into a second
-    buffer of the same size (k > 1): nothing is allocated per step but small views.
+    (``(N, 1, B) @ (N, B, C)``), and the update runs in place (one variable) or into a second
+    buffer of the same size: nothing is allocated per step but small (B, N) tensors.
+
+    For cells whose output is a map of their other new state variables, y_t = h(m_t, φ)
+    (``Cell.has_output_map``: SNU, LIF, ALIF), the output's trace is not stored: it is
+    ``ε_y,t = (∂h/∂m_t) ε_m,t + ∂h/∂φ``, and the path through y_{t-1} folds into the memory
+    recursion, ``dm_t/dm_{t-1} = J_s[m, m] + J_s[m, y] ∂h/∂m_{t-1}``. Exactly the same
+    gradient with one trace fewer per parameter (LIF: half the memory and traffic).
     """
 
-    def __init__(self, layer: Layer, batch_size: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        layer: Layer,
+        batch_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        reduce_output: bool = True,
+    ):
+        cell = layer.cell
+        k, o = len(cell.state_names()), cell.output_index()
+        self.reduced = reduce_output and cell.has_output_map and k > 1
+        #: the state variables whose traces are stored
+        self.mem = [i for i in range(k) if not (self.reduced and i == o)]
         super().__init__(layer, batch_size, dtype, device)
-        self._spare = {n: torch.empty_like(e) for n, e in self.eps.items()} if self.k > 1 else {}
+        n_mem = len(self.mem)
+        self._spare = {n: torch.empty_like(e) for n, e in self.eps.items()} if n_mem > 1 else {}
+        n, P = layer.n_out, len(cell.trainable_names)
+        # ∂h/∂m and ∂h/∂φ of the last step, neuron-major: (m, N, B) and (P, N, B)
+        self._D = torch.zeros(n_mem, n, batch_size, dtype=dtype, device=device)
+        self._D_phi = torch.zeros(P, n, batch_size, dtype=dtype, device=device)
 
     def _shape(self, batch_size: int, columns: int) -> tuple[int, ...]:
-        return (self.k, self.layer.n_out, batch_size, columns)
+        return (len(self.mem), self.layer.n_out, batch_size, columns)
+
+    def _recursion(self, J: NeuronJacobians) -> tuple[Tensor, Tensor | None]:
+        """dm_t/dm_{t-1} as (m, m, N, B, 1) and, reduced, J_s[m, y] as (m, N, B)."""
+        Js = J.state[:, :, self.mem]  # (B, N, m, k)
+        if not self.reduced:
+            return Js.permute(2, 3, 1, 0).unsqueeze(-1), None
+        via_y = Js[..., self.o]  # (B, N, m): ∂m_t/∂y_{t-1}
+        A = Js[..., self.mem] + via_y.unsqueeze(-1) * self._D.permute(2, 1, 0).unsqueeze(-2)
+        return A.permute(2, 3, 1, 0).unsqueeze(-1), via_y.permute(2, 1, 0)
 
     def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
-        Js = J.state.permute(2, 3, 1, 0).unsqueeze(-1)  # (k, k, N, B, 1)
+        A, via_y = self._recursion(J)
         for b in self.blocks:
             old = self.eps[b.name]
-            if self.k == 1:
-                old[0].mul_(Js[0, 0])
-                b.add_immediate(old[0], J, 0, x, y_prev)
-                continue
-            new = self._spare[b.name]
-            for kappa in range(self.k):
-                torch.mul(old[0], Js[kappa, 0], out=new[kappa])
-                for lam in range(1, self.k):
-                    new[kappa].addcmul_(old[lam], Js[kappa, lam])
-                b.add_immediate(new[kappa], J, kappa, x, y_prev)
-            self.eps[b.name], self._spare[b.name] = new, old
+            if len(self.mem) == 1:
+                new = old
+                new[0].mul_(A[0, 0])
+            else:
+                new = self._spare[b.name]
+                for i in range(len(self.mem)):
+                    torch.mul(old[0], A[i, 0], out=new[i])
+                    for j in range(1, len(self.mem)):
+                        new[i].addcmul_(old[j], A[i, j])
+            for i, kappa in enumerate(self.mem):
+                b.add_immediate(new[i], J, kappa, x, y_prev)
+                if via_y is not None and b.kind == "phi":  # φ's direct path into y_{t-1}
+                    new[i][:, :, 0].addcmul_(via_y[i], self._D_phi[b.phi_index])
+            if new is not old:
+                self.eps[b.name], self._spare[b.name] = new, old
+        if self.reduced:
+            assert J.out is not None
+            self._D = J.out[..., self.mem].permute(2, 1, 0)
+            if J.out_params is not None:
+                self._D_phi = J.out_params.permute(2, 1, 0)
 
-    def contract(self, L: Tensor, name: str) -> Tensor:
-        # (N, 1, B) @ (N, B, C): L made contiguous first (bmm is ~2.5x slower on the strided view)
-        return torch.bmm(L.T.contiguous().unsqueeze(1), self.eps[name][self.o]).squeeze(1)
+    def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
+        eps = self.eps[block.name]
+        if not self.reduced:
+            # (N, 1, B) @ (N, B, C), L contiguous first (bmm is slower on the strided view)
+            return torch.bmm(L.T.contiguous().unsqueeze(1), eps[self.o]).squeeze(1)
+        LT = L.T
+        g = torch.bmm((LT * self._D[0]).unsqueeze(1), eps[0]).squeeze(1)
+        for i in range(1, len(self.mem)):
+            g += torch.bmm((LT * self._D[i]).unsqueeze(1), eps[i]).squeeze(1)
+        if block.kind == "phi":
+            g[:, 0] += (LT * self._D_phi[block.phi_index]).sum(1)
+        return g
 
     def tensors(self) -> Iterator[Tensor]:
         yield from super().tensors()
         yield from self._spare.values()
+        yield self._D
+        yield self._D_phi
 
 
 class ExactTrace(LayerTrace):
@@ -295,8 +363,8 @@ class ExactTrace(LayerTrace):
             new.diagonal(dim1=1, dim2=3).add_(b.immediate(J, x, y_prev).permute(0, 2, 3, 1))
             self.eps[b.name] = new
 
-    def contract(self, L: Tensor, name: str) -> Tensor:
-        return torch.einsum("bq,bqpc->pc", L, self.eps[name][:, :, self.o])
+    def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
+        return torch.einsum("bq,bqpc->pc", L, self.eps[block.name][:, :, self.o])
 
 
 def input_signal(L: Tensor, J: NeuronJacobians, feedback: Tensor, layer: Layer) -> Tensor:

@@ -9,6 +9,10 @@
 - ``α`` (``decay``) = exp(-Δt/τ_m); ``ρ`` (``adaptation_decay``) = exp(-Δt/τ_a);
   ``β`` (``beta``): adaptation strength; ``ϑ`` (``threshold``): baseline threshold.
 
+``detach_reset=True`` stops the gradient through the reset term ϑ z_{t-1} of v only (the
+adaptation path a_t ← z_{t-1} stays differentiated), as in e-prop's ALIF eligibility traces
+(Bellec et al. 2020, Methods). Default off.
+
 Defaults (ours): α = 0.9 (τ_m = 10 steps), ρ = exp(-1/200) (τ_a = 200 steps), β = 0.2, ϑ = 1,
 fast-sigmoid surrogate.
 """
@@ -36,6 +40,7 @@ class ALIF(Cell):
 
     State = ALIFState
     output = "z"
+    has_output_map = True
 
     def __init__(
         self,
@@ -47,6 +52,7 @@ class ALIF(Cell):
         threshold: float = 1.0,
         surrogate: str | Surrogate = "fast_sigmoid",
         trainable: Iterable[str] = (),
+        detach_reset: bool = False,
     ) -> None:
         super().__init__(n, trainable)
         self._add_neuron_param("decay", decay)
@@ -54,13 +60,18 @@ class ALIF(Cell):
         self._add_neuron_param("beta", beta)
         self._add_neuron_param("threshold", threshold)
         self._check_trainable()
+        self.detach_reset = bool(detach_reset)
         self.surrogate = get_surrogate(surrogate)
 
     def step(
         self, a_in: Tensor, a_rec: Tensor | None, state: ALIFState, p: dict[str, Tensor]
     ) -> ALIFState:
         cur = total_current(a_in, a_rec)[..., 0, :]
-        v = p["decay"] * state.v + cur - p["threshold"] * state.z
+        z_reset = state.z.detach() if self.detach_reset else state.z
+        v = p["decay"] * state.v + cur - p["threshold"] * z_reset
         a = p["adaptation_decay"] * state.a + state.z
         z = spike(v - (p["threshold"] + p["beta"] * a), self.surrogate)
         return ALIFState(v, a, z)
+
+    def output_map(self, state: ALIFState, p: dict[str, Tensor]) -> Tensor:
+        return spike(state.v - (p["threshold"] + p["beta"] * state.a), self.surrogate)

@@ -50,6 +50,9 @@ class Cell(nn.Module):
     output: ClassVar[str]
     n_gates: ClassVar[int] = 1
     default_bias: ClassVar[bool] = False
+    #: True when the output is a map of the other *new* state variables, y_t = h(m_t, φ), given
+    #: by :meth:`output_map`; the diagonal trace then stores no trace for y (one fewer).
+    has_output_map: ClassVar[bool] = False
 
     def __init__(self, n: int, trainable: Iterable[str] = ()) -> None:
         super().__init__()
@@ -113,6 +116,13 @@ class Cell(nn.Module):
         Must be elementwise over neurons and samples (see the module docstring).
         """
         raise NotImplementedError
+
+    def output_map(self, state: Any, p: dict[str, Tensor]) -> Tensor:
+        """y_t = h(m_t, φ) from the new state's other fields (only if ``has_output_map``).
+
+        Must agree with the output ``step`` returns; the test suite checks it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares no output map")
 
     def forward(self, a_in: Tensor, a_rec: Tensor | None, state: Any) -> Any:
         return self.step(a_in, a_rec, state, self.neuron_params())

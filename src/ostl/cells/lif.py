@@ -6,6 +6,9 @@
 
 - ``v``: membrane potential; ``z``: spike; ``α`` (``decay``): membrane decay exp(-Δt/τ_m);
   ``ϑ`` (``threshold``): firing threshold. Both fixed unless named in ``trainable``.
+- ``detach_reset=True`` stops the gradient through the reset term (z_{t-1} in the reset only):
+  the forward is unchanged, every rule (BPTT included) then ignores the reset's derivative, as
+  e-prop does (Bellec et al. 2020). Default off: the reset path is differentiated.
 
 Defaults (ours): ``α = 0.9`` (τ_m = 10 steps), ``ϑ = 1``, hard reset, fast-sigmoid surrogate.
 """
@@ -31,6 +34,7 @@ class LIF(Cell):
 
     State = LIFState
     output = "z"
+    has_output_map = True
 
     def __init__(
         self,
@@ -41,6 +45,7 @@ class LIF(Cell):
         reset: str = "hard",
         surrogate: str | Surrogate = "fast_sigmoid",
         trainable: Iterable[str] = (),
+        detach_reset: bool = False,
     ) -> None:
         super().__init__(n, trainable)
         if reset not in ("hard", "subtract"):
@@ -49,17 +54,23 @@ class LIF(Cell):
         self._add_neuron_param("threshold", threshold)
         self._check_trainable()
         self.reset = reset
+        self.detach_reset = bool(detach_reset)
         self.surrogate = get_surrogate(surrogate)
 
     def step(
         self, a_in: Tensor, a_rec: Tensor | None, state: LIFState, p: dict[str, Tensor]
     ) -> LIFState:
         a = total_current(a_in, a_rec)[..., 0, :]
+        z = state.z.detach() if self.detach_reset else state.z  # z_{t-1} as the reset sees it
         if self.reset == "hard":
-            v = p["decay"] * state.v * (1 - state.z) + a
+            v = p["decay"] * state.v * (1 - z) + a
         else:
-            v = p["decay"] * state.v + a - p["threshold"] * state.z
+            v = p["decay"] * state.v + a - p["threshold"] * z
         return LIFState(v, spike(v - p["threshold"], self.surrogate))
 
+    def output_map(self, state: LIFState, p: dict[str, Tensor]) -> Tensor:
+        return spike(state.v - p["threshold"], self.surrogate)
+
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, reset={self.reset!r}"
+        detach = ", detach_reset=True" if self.detach_reset else ""
+        return f"{super().extra_repr()}, reset={self.reset!r}{detach}"

@@ -35,6 +35,7 @@ class SNU(Cell):
 
     State = SNUState
     output = "y"
+    has_output_map = True
 
     def __init__(
         self,
@@ -61,6 +62,9 @@ class SNU(Cell):
         a = total_current(a_in, a_rec)[..., 0, :]
         s = torch.relu(a + p["decay"] * state.s * (1 - state.y))
         return SNUState(s, self.activation(s + p["b"]))
+
+    def output_map(self, state: SNUState, p: dict[str, Tensor]) -> Tensor:
+        return self.activation(state.s + p["b"])
 
 
 class SoftSNU(SNU):

@@ -1,0 +1,63 @@
+"""The trace engine: reduced (output-map) traces equal full ones; sizes; layouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ostl
+from ostl.cells import CELLS
+from ostl.traces import DiagonalTrace, neuron_jacobians
+
+from .helpers import DT, TRAINABLE
+
+MAPPED = [name for name, cls in CELLS.items() if cls.has_output_map]
+
+
+def test_the_spiking_cells_declare_an_output_map() -> None:
+    assert {"snu", "ssnu", "lif", "alif"} <= set(MAPPED)
+
+
+@pytest.mark.parametrize("name", MAPPED)
+def test_output_map_agrees_with_step(name: str) -> None:
+    layer = ostl.Layer(3, 5, name, recurrent=True, **TRAINABLE.get(name, {})).double()
+    state = layer.init_state(4)
+    p = layer.cell.neuron_params()
+    with torch.no_grad():
+        for _ in range(6):
+            y, state = layer(torch.rand(4, 3, dtype=DT) * 3, state)
+            torch.testing.assert_close(layer.cell.output_map(state, p), y)
+
+
+@pytest.mark.parametrize("name", MAPPED)
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_reduced_trace_equals_full_trace(name: str, recurrent: bool) -> None:
+    """Same gradient contraction every step, with one stored trace fewer per parameter."""
+    torch.manual_seed(3)
+    layer = ostl.Layer(3, 5, name, recurrent=recurrent, **TRAINABLE.get(name, {})).double()
+    with torch.no_grad():
+        layer.W.mul_(2.5)
+    B = 4
+    full = DiagonalTrace(layer, B, DT, torch.device("cpu"), reduce_output=False)
+    reduced = DiagonalTrace(layer, B, DT, torch.device("cpu"))
+    assert reduced.reduced and not full.reduced
+    k = len(layer.cell.state_names())
+    assert all(e.shape[0] == k - 1 for e in reduced.eps.values())
+    state = layer.init_state(B)
+    spikes = 0.0
+    with torch.no_grad():
+        for _ in range(12):
+            x = torch.rand(B, 3, dtype=DT) * 2
+            y_prev = getattr(state, layer.cell.output)
+            a_in, a_rec = layer.currents(x, state)
+            state, J = neuron_jacobians(layer.cell, a_in, a_rec, state)
+            full.update(J, x, y_prev)
+            reduced.update(J, x, y_prev)
+            L = torch.randn(B, 5, dtype=DT)
+            got, want = dict(reduced.grads(L)), dict(full.grads(L))
+            for n in want:
+                torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12)
+            spikes += float(getattr(state, layer.cell.output).mean())
+    assert any(float(g.norm()) > 0 for g in want.values())
+    if name != "ssnu":
+        assert 0 < spikes / 12 < 0.95  # the spiking branch and its reset were exercised
