@@ -61,3 +61,52 @@ def test_reduced_trace_equals_full_trace(name: str, recurrent: bool) -> None:
     assert any(float(g.norm()) > 0 for g in want.values())
     if name != "ssnu":
         assert 0 < spikes / 12 < 0.95  # the spiking branch and its reset were exercised
+
+
+CLOSED = [name for name, cls in CELLS.items() if cls.has_closed_form]
+ALL_PARAMS = {
+    "snu": ("b", "decay"),
+    "ssnu": ("b", "decay"),
+    "lif": ("decay", "threshold"),
+    "alif": ("decay", "adaptation_decay", "beta", "threshold"),
+}
+VARIANTS = {
+    "lif": [
+        {"reset": "hard"},
+        {"reset": "subtract"},
+        {"detach_reset": True},
+        {"reset": "subtract", "detach_reset": True},
+    ],
+    "alif": [{}, {"detach_reset": True}],
+}
+
+
+def test_the_shipped_spiking_cells_have_closed_forms() -> None:
+    assert {"snu", "ssnu", "lif", "alif"} <= set(CLOSED)
+
+
+@pytest.mark.parametrize("name", CLOSED)
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_closed_form_jacobians_equal_derived(name: str, recurrent: bool) -> None:
+    for opts in VARIANTS.get(name, [{}]):
+        for trainable in (ALL_PARAMS.get(name, ()), ()):
+            torch.manual_seed(5)
+            layer = ostl.Layer(3, 6, name, recurrent=recurrent, trainable=trainable, **opts)
+            layer = layer.double()
+            with torch.no_grad():
+                layer.W.mul_(3.0)
+            state = layer.init_state(4)
+            with torch.no_grad():
+                for _ in range(5):  # reach states with spikes, resets and adaptation
+                    x = torch.rand(4, 3, dtype=DT) * 2
+                    a_in, a_rec = layer.currents(x, state)
+                    new_c, Jc = neuron_jacobians(layer.cell, a_in, a_rec, state)
+                    new_d, Jd = neuron_jacobians(layer.cell, a_in, a_rec, state, derive=True)
+                    for c, d in zip(new_c, new_d):
+                        torch.testing.assert_close(c, d)
+                    for field, c, d in zip(Jd._fields, Jc, Jd):
+                        assert (c is None) == (d is None), field
+                        if c is not None:
+                            torch.testing.assert_close(c, d, msg=f"{name} {opts} {field}")
+                    state = new_c
+            assert float(getattr(state, layer.cell.output).sum()) > 0 or name == "ssnu"

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .cells import Cell
+from .cells.base import NeuronJacobians
 from .errors import TraceTooLargeError
 from .layer import Layer
 
@@ -55,26 +56,13 @@ __all__ = [
 ]
 
 
-class NeuronJacobians(NamedTuple):
-    """Per-neuron derivative blocks of one step, each with leading dims (B, N)."""
-
-    state: Tensor  # (B, N, k, k)  ∂s_t/∂s_{t-1} (direct: leak, reset via y_{t-1})
-    a_in: Tensor  # (B, N, k, G)  ∂s_t/∂a_in
-    a_rec: Tensor | None  # (B, N, k, G)  ∂s_t/∂a_rec (None without H)
-    params: Tensor | None  # (B, N, k, P)  ∂s_t/∂φ for the trainable per-neuron φ (None if none)
-    # For cells with an output map y_t = h(m_t, φ) (Cell.has_output_map), else None:
-    out: Tensor | None = None  # (B, N, k)  ∂h/∂s_t (zero in the output's own column)
-    out_params: Tensor | None = None  # (B, N, P)  ∂h/∂φ, the direct path of φ into y_t
-
-
 def neuron_jacobians(
-    cell: Cell, a_in: Tensor, a_rec: Tensor | None, state: Any
+    cell: Cell, a_in: Tensor, a_rec: Tensor | None, state: Any, *, derive: bool = False
 ) -> tuple[Any, NeuronJacobians]:
-    """Run one cell step and derive its per-neuron Jacobian blocks with ``torch.func``.
+    """Run one cell step and get its per-neuron Jacobian blocks.
 
-    Because the step is elementwise over (sample, neuron), the VJP of output variable κ with a
-    cotangent of ones gives, at every (b, p), exactly row κ of neuron p's block. The ``k`` rows
-    come from one ``vmap`` over the ``k`` one-hot cotangents.
+    A cell with a closed form (``Cell.has_closed_form``) computes them itself, unless
+    ``derive=True``; otherwise, and for every user cell, they are derived with ``torch.func``.
 
     Args:
         cell: the cell.
@@ -83,7 +71,14 @@ def neuron_jacobians(
 
     Returns:
         (new state, detached; its blocks).
+
+    Derivation: because the step is elementwise over (sample, neuron), the VJP of output
+    variable κ with a cotangent of ones gives, at every (b, p), exactly row κ of neuron p's
+    block; the ``k`` rows come from one ``vmap`` over the ``k`` one-hot cotangents.
     """
+    if cell.has_closed_form and not derive:
+        p = {n: v.detach() for n, v in cell.neuron_params().items()}
+        return cell.jacobians(a_in, a_rec, state, p)
     k = len(state)
     phi_all = cell.neuron_params()
     trainable = cell.trainable_names
@@ -116,7 +111,7 @@ def neuron_jacobians(
             p.update(zip(trainable, phi))
             return cell.output_map(cell.State(*s), p)
 
-        _, vjp_h = torch.func.vjp(h, tuple(new), phi)
+        _, vjp_h = torch.func.vjp(h, tuple(new), phi)  # type: ignore[misc]
         d_s_out, d_phi_out = vjp_h(ones)
         D = torch.stack(d_s_out, dim=-1)  # (B, N, k)
         D_phi = torch.stack(d_phi_out, dim=-1) if trainable else None  # (B, N, P)
@@ -149,8 +144,9 @@ class ParamBlock:
     ) -> None:
         """dst (N, B, C) += ∂s_t[κ]/∂θ in the neuron-major layout, in place."""
         if self.kind in ("W", "H"):
-            Jk = (J.a_in if self.kind == "W" else J.a_rec)[:, :, kappa, :]  # (B, N, G)
-            assert Jk is not None
+            J_cur = J.a_in if self.kind == "W" else J.a_rec
+            assert J_cur is not None
+            Jk = J_cur[:, :, kappa, :]  # (B, N, G)
             pre = (x if self.kind == "W" else y_prev).unsqueeze(0)  # (1, B, m)
             m = pre.shape[-1]
             for g in range(Jk.shape[-1]):

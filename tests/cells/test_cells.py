@@ -136,7 +136,8 @@ def _full_jac(f, x: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-de
 
 
 @pytest.mark.parametrize("name", CELL_NAMES)
-def test_derived_jacobians_equal_jacrev_of_the_step(name: str) -> None:
+@pytest.mark.parametrize("derive", [True, False], ids=["derived", "default-path"])
+def test_derived_jacobians_equal_jacrev_of_the_step(name: str, derive: bool) -> None:
     """Every per-neuron block equals torch.func.jacrev of the whole step, and the whole-step
     Jacobian has no entry outside those blocks (the step really is per neuron)."""
     B, N = 3, 4
@@ -146,7 +147,7 @@ def test_derived_jacobians_equal_jacrev_of_the_step(name: str) -> None:
     x = torch.randn(B, 2, **F64) * 2
     a_in, a_rec = layer.currents(x, state)
     a_in, a_rec = a_in.detach(), a_rec.detach()
-    _, J = neuron_jacobians(cell, a_in, a_rec, state)
+    _, J = neuron_jacobians(cell, a_in, a_rec, state, derive=derive)
     k = len(state)
     S = torch.stack(tuple(state), dim=-1)  # (B, N, k)
     p = {n: v.detach() for n, v in cell.neuron_params().items()}

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from ..surrogate import Surrogate, get_surrogate, spike
-from .base import Cell, total_current
+from .base import Cell, NeuronJacobians, pack_jacobians, total_current
 
 
 class ALIFState(NamedTuple):
@@ -41,6 +41,7 @@ class ALIF(Cell):
     State = ALIFState
     output = "z"
     has_output_map = True
+    has_closed_form = True
 
     def __init__(
         self,
@@ -75,3 +76,35 @@ class ALIF(Cell):
 
     def output_map(self, state: ALIFState, p: dict[str, Tensor]) -> Tensor:
         return spike(state.v - (p["threshold"] + p["beta"] * state.a), self.surrogate)
+
+    def jacobians(
+        self, a_in: Tensor, a_rec: Tensor | None, state: ALIFState, p: dict[str, Tensor]
+    ) -> tuple[ALIFState, NeuronJacobians]:
+        cur = total_current(a_in, a_rec)[..., 0, :]
+        alpha, rho, beta, th = p["decay"], p["adaptation_decay"], p["beta"], p["threshold"]
+        v0, a0, z0 = state.v, state.a, state.z
+        keep = 0.0 if self.detach_reset else 1.0
+        v = alpha * v0 + cur - th * z0
+        a = rho * a0 + z0
+        x = v - (th + beta * a)
+        sg = self.surrogate.derivative(x)  # ∂z_t/∂x_t; z_t depends on v_t (+1) and a_t (-β)
+        J = pack_jacobians(
+            self,
+            v,
+            state=[
+                [alpha, 0.0, -keep * th],
+                [0.0, rho, 1.0],
+                [sg * alpha, -sg * beta * rho, sg * (-keep * th - beta)],
+            ],
+            current=[1.0, 0.0, sg],
+            recurrent=a_rec is not None,
+            params={
+                "decay": [v0, 0.0, sg * v0],
+                "adaptation_decay": [0.0, a0, -sg * beta * a0],
+                "beta": [0.0, 0.0, -sg * a],
+                "threshold": [-z0, 0.0, sg * (-z0 - 1)],
+            },
+            out=[sg, -sg * beta, 0.0],
+            out_params={"decay": 0.0, "adaptation_decay": 0.0, "beta": -sg * a, "threshold": -sg},
+        )
+        return ALIFState(v, a, (x > 0).to(x.dtype)), J

@@ -27,13 +27,60 @@ cell's ``trainable`` argument.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Cell"]
+__all__ = ["Cell", "NeuronJacobians", "pack_jacobians"]
+
+
+class NeuronJacobians(NamedTuple):
+    """Per-neuron derivative blocks of one step, each with leading dims (B, N)."""
+
+    state: Tensor  # (B, N, k, k)  ∂s_t/∂s_{t-1} (direct: leak, reset via y_{t-1})
+    a_in: Tensor  # (B, N, k, G)  ∂s_t/∂a_in
+    a_rec: Tensor | None  # (B, N, k, G)  ∂s_t/∂a_rec (None without H)
+    params: Tensor | None  # (B, N, k, P)  ∂s_t/∂φ for the trainable per-neuron φ (None if none)
+    # For cells with an output map y_t = h(m_t, φ) (Cell.has_output_map), else None:
+    out: Tensor | None = None  # (B, N, k)  ∂h/∂s_t (zero in the output's own column)
+    out_params: Tensor | None = None  # (B, N, P)  ∂h/∂φ, the direct path of φ into y_t
+
+
+def pack_jacobians(
+    cell: Cell,
+    ref: Tensor,
+    state: Sequence[Sequence[Tensor | float]],
+    current: Sequence[Tensor | float],
+    recurrent: bool,
+    params: dict[str, Sequence[Tensor | float]],
+    out: Sequence[Tensor | float] | None = None,
+    out_params: dict[str, Tensor | float] | None = None,
+) -> NeuronJacobians:
+    """Assemble a closed form's scalar derivatives into :class:`NeuronJacobians` blocks.
+
+    For single-gate cells: ``state[κ][λ] = ∂s_t[κ]/∂s_{t-1}[λ]``, ``current[κ] = ∂s_t[κ]/∂a``
+    (a = a_in + a_rec), ``params[φ][κ] = ∂s_t[κ]/∂φ`` for every φ (only the trainable ones are
+    kept), ``out[κ] = ∂h/∂s_t[κ]`` and ``out_params[φ] = ∂h/∂φ``. Entries may be numbers or
+    tensors broadcastable to ``ref`` (B, N).
+    """
+
+    def full(v: Tensor | float) -> Tensor:
+        return v.expand_as(ref) if isinstance(v, Tensor) else ref.new_full(ref.shape, v)
+
+    def col(vs: Sequence[Tensor | float]) -> Tensor:
+        return torch.stack([full(v) for v in vs], dim=-1)
+
+    J_s = torch.stack([col(row) for row in state], dim=-2)  # (B, N, k, k)
+    J_a = col(current).unsqueeze(-1)  # (B, N, k, 1)
+    names = cell.trainable_names
+    J_phi = torch.stack([col(params[n]) for n in names], dim=-1) if names else None
+    D = col(out) if out is not None else None
+    D_phi = None
+    if out_params is not None and names:
+        D_phi = torch.stack([full(out_params[n]) for n in names], dim=-1)
+    return NeuronJacobians(J_s, J_a, J_a if recurrent else None, J_phi, D, D_phi)
 
 
 class Cell(nn.Module):
@@ -53,6 +100,9 @@ class Cell(nn.Module):
     #: True when the output is a map of the other *new* state variables, y_t = h(m_t, φ), given
     #: by :meth:`output_map`; the diagonal trace then stores no trace for y (one fewer).
     has_output_map: ClassVar[bool] = False
+    #: True when the cell computes its Jacobian blocks itself (:meth:`jacobians`), a fast path
+    #: that must equal the ``torch.func``-derived blocks (tested for every such cell).
+    has_closed_form: ClassVar[bool] = False
 
     def __init__(self, n: int, trainable: Iterable[str] = ()) -> None:
         super().__init__()
@@ -123,6 +173,12 @@ class Cell(nn.Module):
         Must agree with the output ``step`` returns; the test suite checks it.
         """
         raise NotImplementedError(f"{type(self).__name__} declares no output map")
+
+    def jacobians(
+        self, a_in: Tensor, a_rec: Tensor | None, state: Any, p: dict[str, Tensor]
+    ) -> tuple[Any, NeuronJacobians]:
+        """Closed form of (new state, per-neuron blocks) (only if ``has_closed_form``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form Jacobians")
 
     def forward(self, a_in: Tensor, a_rec: Tensor | None, state: Any) -> Any:
         return self.step(a_in, a_rec, state, self.neuron_params())

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from ..surrogate import Surrogate, get_surrogate, spike
-from .base import Cell, total_current
+from .base import Cell, NeuronJacobians, pack_jacobians, total_current
 
 
 class LIFState(NamedTuple):
@@ -35,6 +35,7 @@ class LIF(Cell):
     State = LIFState
     output = "z"
     has_output_map = True
+    has_closed_form = True
 
     def __init__(
         self,
@@ -70,6 +71,37 @@ class LIF(Cell):
 
     def output_map(self, state: LIFState, p: dict[str, Tensor]) -> Tensor:
         return spike(state.v - p["threshold"], self.surrogate)
+
+    def jacobians(
+        self, a_in: Tensor, a_rec: Tensor | None, state: LIFState, p: dict[str, Tensor]
+    ) -> tuple[LIFState, NeuronJacobians]:
+        a = total_current(a_in, a_rec)[..., 0, :]
+        alpha, th, v0, z0 = p["decay"], p["threshold"], state.v, state.z
+        keep = 0.0 if self.detach_reset else 1.0  # the reset's own derivative, or none
+        dv_dth: Tensor | float
+        if self.reset == "hard":
+            v = alpha * v0 * (1 - z0) + a
+            dv_dv, dv_dz, dv_dalpha, dv_dth = (
+                alpha * (1 - z0),
+                -keep * alpha * v0,
+                v0 * (1 - z0),
+                0.0,
+            )
+        else:
+            v = alpha * v0 + a - th * z0
+            dv_dv, dv_dz, dv_dalpha, dv_dth = alpha, -keep * th, v0, -z0
+        sg = self.surrogate.derivative(v - th)  # ∂z_t/∂v_t
+        J = pack_jacobians(
+            self,
+            v,
+            state=[[dv_dv, dv_dz], [sg * dv_dv, sg * dv_dz]],
+            current=[1.0, sg],
+            recurrent=a_rec is not None,
+            params={"decay": [dv_dalpha, sg * dv_dalpha], "threshold": [dv_dth, sg * (dv_dth - 1)]},
+            out=[sg, 0.0],
+            out_params={"decay": 0.0, "threshold": -sg},
+        )
+        return LIFState(v, (v - th > 0).to(v.dtype)), J
 
     def extra_repr(self) -> str:
         detach = ", detach_reset=True" if self.detach_reset else ""

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..surrogate import Surrogate, get_surrogate, spike
-from .base import Cell, total_current
+from .base import Cell, NeuronJacobians, pack_jacobians, total_current
 
 
 class SNUState(NamedTuple):
@@ -36,6 +36,7 @@ class SNU(Cell):
     State = SNUState
     output = "y"
     has_output_map = True
+    has_closed_form = True
 
     def __init__(
         self,
@@ -56,6 +57,10 @@ class SNU(Cell):
         """h: the output nonlinearity."""
         return spike(x, self.surrogate)
 
+    def activation_derivative(self, x: Tensor) -> Tensor:
+        """h' (the surrogate derivative for the spiking SNU)."""
+        return self.surrogate.derivative(x)
+
     def step(
         self, a_in: Tensor, a_rec: Tensor | None, state: SNUState, p: dict[str, Tensor]
     ) -> SNUState:
@@ -66,9 +71,35 @@ class SNU(Cell):
     def output_map(self, state: SNUState, p: dict[str, Tensor]) -> Tensor:
         return self.activation(state.s + p["b"])
 
+    def jacobians(
+        self, a_in: Tensor, a_rec: Tensor | None, state: SNUState, p: dict[str, Tensor]
+    ) -> tuple[SNUState, NeuronJacobians]:
+        a = total_current(a_in, a_rec)[..., 0, :]
+        d, b, s0, y0 = p["decay"], p["b"], state.s, state.y
+        pre = a + d * s0 * (1 - y0)
+        r = (pre > 0).to(pre.dtype)  # ReLU'
+        s = pre * r
+        hp = self.activation_derivative(s + b)  # ∂y_t/∂s_t
+        ds_ds, ds_dy, ds_dd = r * d * (1 - y0), -r * d * s0, r * s0 * (1 - y0)
+        J = pack_jacobians(
+            self,
+            s,
+            state=[[ds_ds, ds_dy], [hp * ds_ds, hp * ds_dy]],
+            current=[r, hp * r],
+            recurrent=a_rec is not None,
+            params={"decay": [ds_dd, hp * ds_dd], "b": [0.0, hp]},
+            out=[hp, 0.0],
+            out_params={"decay": 0.0, "b": hp},
+        )
+        return SNUState(s, self.activation(s + b).detach()), J
+
 
 class SoftSNU(SNU):
     """Soft SNU: the SNU with h = sigmoid (graded output, no surrogate needed)."""
 
     def activation(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
+
+    def activation_derivative(self, x: Tensor) -> Tensor:
+        y = torch.sigmoid(x)
+        return y * (1 - y)
