@@ -7,7 +7,7 @@ import torch
 
 import ostl
 from ostl.cells import CELLS
-from ostl.traces import DiagonalTrace, neuron_jacobians
+from ostl.traces import DiagonalTrace, FactorisedTrace, diagonal_trace, neuron_jacobians
 
 from .helpers import DT, TRAINABLE
 
@@ -110,3 +110,71 @@ def test_closed_form_jacobians_equal_derived(name: str, recurrent: bool) -> None
                             torch.testing.assert_close(c, d, msg=f"{name} {opts} {field}")
                     state = new_c
             assert float(getattr(state, layer.cell.output).sum()) > 0 or name == "ssnu"
+
+
+def _factorisable(recurrent: bool, bias: bool = True) -> ostl.Layer:
+    torch.manual_seed(7)
+    layer = ostl.Layer(
+        3, 5, "lif", recurrent=recurrent, bias=bias, reset="subtract", detach_reset=True
+    ).double()
+    with torch.no_grad():
+        layer.W.mul_(3.0)
+    return layer
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_factorised_trace_equals_diagonal_trace(recurrent: bool) -> None:
+    layer = _factorisable(recurrent)
+    B = 4
+    cpu = torch.device("cpu")
+    fact, diag = FactorisedTrace(layer, B, DT, cpu), DiagonalTrace(layer, B, DT, cpu)
+    assert sum(e.numel() for e in fact.eps.values()) * 5 == sum(
+        e.numel() for e in diag.eps.values()
+    )  # one presynaptic trace instead of one per postsynaptic neuron
+    state = layer.init_state(B)
+    rate = 0.0
+    with torch.no_grad():
+        for _ in range(15):
+            x = torch.rand(B, 3, dtype=DT) * 2
+            y_prev = state.z
+            state, J = neuron_jacobians(layer.cell, *layer.currents(x, state), state)
+            fact.update(J, x, y_prev)
+            diag.update(J, x, y_prev)
+            L = torch.randn(B, 5, dtype=DT)
+            want = dict(diag.grads(L))
+            for n, g in fact.grads(L):
+                torch.testing.assert_close(g, want[n], rtol=1e-10, atol=1e-12)
+            rate += float(state.z.mean()) / 15
+    assert 0 < rate < 0.9
+
+
+def test_factorised_trace_is_chosen_only_where_exact() -> None:
+    assert isinstance(
+        diagonal_trace(_factorisable(True), 2, DT, torch.device("cpu")), FactorisedTrace
+    )
+    not_factorisable = [
+        ostl.Layer(3, 5, "lif", reset="subtract"),  # reset differentiated: per-neuron recursion
+        ostl.Layer(3, 5, "lif", reset="hard", detach_reset=True),  # (1 - z) leak per neuron
+        ostl.Layer(3, 5, "lif", reset="subtract", detach_reset=True, trainable=("threshold",)),
+        ostl.Layer(3, 5, "alif", detach_reset=True),
+        ostl.Layer(3, 5, "rnn"),
+    ]
+    uneven = ostl.Layer(3, 5, "lif", reset="subtract", detach_reset=True)
+    uneven.cell.decay[0] = 0.5  # per-neuron decays: no longer one presynaptic trace
+    not_factorisable.append(uneven)
+    for layer in not_factorisable:
+        assert not FactorisedTrace.applies(layer), layer
+        assert isinstance(
+            diagonal_trace(layer, 2, torch.float32, torch.device("cpu")), DiagonalTrace
+        )
+
+
+def test_ostl_with_factorised_traces_equals_bptt() -> None:
+    net = ostl.Network([_factorisable(False), ostl.Readout(5, 2)]).double()
+    xs = torch.rand(15, 3, 3, dtype=DT) * 2
+    ts = torch.randn(15, 3, 2, dtype=DT)
+    runner = ostl.OSTL().bind(net)
+    runner.reset(3)
+    assert isinstance(runner.traces[0], FactorisedTrace)
+    rep = ostl.compare_to_bptt(net, "ostl", xs, ts, lambda y, t: ((y - t) ** 2).mean())
+    assert rep.max_relative_error < 1e-10 and min(r.reference_norm for r in rep.rows) > 0

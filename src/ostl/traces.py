@@ -50,6 +50,8 @@ __all__ = [
     "param_blocks",
     "LayerTrace",
     "DiagonalTrace",
+    "FactorisedTrace",
+    "diagonal_trace",
     "ExactTrace",
     "exact_trace_bytes",
     "input_signal",
@@ -361,6 +363,70 @@ class ExactTrace(LayerTrace):
 
     def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
         return torch.einsum("bq,bqpc->pc", L, self.eps[block.name][:, :, self.o])
+
+
+class FactorisedTrace(LayerTrace):
+    """Presynaptic traces: ε[p, b, j] = x̄[b, j] for every neuron p (exact where it applies).
+
+    For cells whose :meth:`~ostl.cells.Cell.factorised_decay` is a constant α (a LIF with a
+    subtractive reset that is not differentiated, as in e-prop), the diagonal trace of
+    ``W[p, j]`` is the same for every p: ``x̄_t = α x̄_{t-1} + x_t``. Likewise ``ȳ`` for H and a
+    scalar for ``b``. The gradient is then one matmul, ``(L ⊙ ∂y/∂m)ᵀ x̄``. Memory
+    ``B·(n_in + N + 1)`` per layer instead of ``B·N·(n_in + N + 1)``; per step O(B·(n_in + N))
+    for the traces plus O(B·N·(n_in + N)) for the gradient (only at steps with a target).
+    """
+
+    def __init__(self, layer: Layer, batch_size: int, dtype: torch.dtype, device: torch.device):
+        alpha = layer.cell.factorised_decay()
+        if alpha is None or not FactorisedTrace.applies(layer):
+            raise ValueError(f"{type(layer.cell).__name__} does not factorise (see applies())")
+        self.alpha = alpha
+        self.mem = 1 - layer.cell.output_index()  # the memory variable (k = 2)
+        super().__init__(layer, batch_size, dtype, device)
+        self._D = torch.zeros(batch_size, layer.n_out, dtype=dtype, device=device)
+
+    @staticmethod
+    def applies(layer: Layer) -> bool:
+        """One gate, two state variables with an output map, no trained per-neuron parameter."""
+        cell = layer.cell
+        return (
+            cell.factorised_decay() is not None
+            and cell.has_output_map
+            and len(cell.state_names()) == 2
+            and layer.n_gates == 1
+            and not any(b.kind == "phi" for b in param_blocks(layer))
+        )
+
+    def _shape(self, batch_size: int, columns: int) -> tuple[int, ...]:
+        return (batch_size, columns)
+
+    def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
+        for b in self.blocks:
+            eps = self.eps[b.name].mul_(self.alpha)
+            if b.kind == "W":
+                eps.add_(x)
+            elif b.kind == "H":
+                eps.add_(y_prev)
+            else:
+                eps.add_(1.0)
+        assert J.out is not None
+        self._D = J.out[..., self.mem]
+
+    def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
+        return (L * self._D).T @ self.eps[block.name]
+
+    def tensors(self) -> Iterator[Tensor]:
+        yield from super().tensors()
+        yield self._D
+
+
+def diagonal_trace(
+    layer: Layer, batch_size: int, dtype: torch.dtype, device: torch.device
+) -> LayerTrace:
+    """The cheapest exact diagonal trace for the layer: factorised where it applies."""
+    if FactorisedTrace.applies(layer):
+        return FactorisedTrace(layer, batch_size, dtype, device)
+    return DiagonalTrace(layer, batch_size, dtype, device)
 
 
 def input_signal(L: Tensor, J: NeuronJacobians, feedback: Tensor, layer: Layer) -> Tensor:

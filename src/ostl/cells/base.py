@@ -180,6 +180,16 @@ class Cell(nn.Module):
         """Closed form of (new state, per-neuron blocks) (only if ``has_closed_form``)."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form Jacobians")
 
+    def factorised_decay(self) -> float | None:
+        """α when the diagonal trace factorises into presynaptic traces, else None.
+
+        That is the case when the cell has an output map with one memory variable m whose
+        recursion is the same constant for every neuron, ``dm_t/dm_{t-1} = α`` (the path through
+        y_{t-1} included), and ``∂m_t/∂a = 1``: then every synapse's trace is its presynaptic
+        input low-pass filtered by α, the same for every postsynaptic neuron (as in e-prop).
+        """
+        return None
+
     def forward(self, a_in: Tensor, a_rec: Tensor | None, state: Any) -> Any:
         return self.step(a_in, a_rec, state, self.neuron_params())
 

@@ -72,6 +72,15 @@ class LIF(Cell):
     def output_map(self, state: LIFState, p: dict[str, Tensor]) -> Tensor:
         return spike(state.v - p["threshold"], self.surrogate)
 
+    def factorised_decay(self) -> float | None:
+        """α for a subtractive reset whose derivative is stopped, with one fixed decay."""
+        decay = self.neuron_params()["decay"]
+        if self.reset != "subtract" or not self.detach_reset or "decay" in self.trainable_names:
+            return None
+        if not bool((decay == decay[0]).all()):
+            return None
+        return float(decay[0])
+
     def jacobians(
         self, a_in: Tensor, a_rec: Tensor | None, state: LIFState, p: dict[str, Tensor]
     ) -> tuple[LIFState, NeuronJacobians]:

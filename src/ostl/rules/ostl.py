@@ -18,6 +18,11 @@ When exact (float64, weights fixed over the sequence): one stateful layer plus m
 layers (Readouts) above it, with recurrence="exact" (or without H). In deeper networks the
 gradient of θ^l equals BPTT's in the network where every layer above l receives its previous
 state detached (``BPTT(detach_above=l)``): OSTL drops the paths through the upper layers' past.
+
+Extension hooks (used by OSTTP, e-prop, SnAp-1, DFA; see ``docs/extending.md``): a rule built on
+these traces subclasses :class:`TraceRule` and its runner subclasses :class:`OSTLRunner`,
+overriding :meth:`OSTLRunner._signals` (the learning signals), :meth:`OSTLRunner._make_trace`
+(the trace recursion) or :meth:`OSTLRunner._make_feedback` (fixed matrices drawn at bind).
 """
 
 from __future__ import annotations
@@ -30,19 +35,49 @@ from torch import Tensor
 
 from ..layer import Layer, Network, Readout
 from ..traces import (
-    DiagonalTrace,
     ExactTrace,
     LayerTrace,
     NeuronJacobians,
+    diagonal_trace,
     input_signal,
     neuron_jacobians,
 )
 from .base import LossFn, Rule, Runner
 
-__all__ = ["OSTL", "OSTLRunner"]
+__all__ = ["TraceRule", "OSTL", "OSTLRunner", "random_feedback"]
 
 
-class OSTL(Rule):
+class TraceRule(Rule):
+    """Base of the rules that run on OSTL's traces and runner (OSTL, OSTTP, e-prop, SnAp-1).
+
+    Attributes every such rule sets in its constructor:
+        recurrence: ``"exact"`` or ``"diagonal"``: the trace of layers with H (see OSTL).
+        seed: seed of the fixed random matrices drawn at bind, if any.
+        max_trace_bytes: memory limit of one exact trace.
+    """
+
+    recurrence: str
+    seed: int
+    max_trace_bytes: int
+
+
+def random_feedback(net: Network, seed: int) -> list[Tensor | None]:
+    """Fixed random matrices of the shapes of every layer's W but the first (None for layer 0).
+
+    Uniform in ±1/√fan_in like W, drawn in float64 from ``seed`` (so the same for every dtype)
+    and cast to the network's dtype and device.
+    """
+    fb: list[Tensor | None] = [None]
+    gen = torch.Generator().manual_seed(seed)
+    for layer in net.typed_layers[1:]:
+        W = layer.W
+        bound = W.shape[1] ** -0.5
+        r = (torch.rand(W.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        fb.append(r.to(dtype=W.dtype, device=W.device))
+    return fb
+
+
+class OSTL(TraceRule):
     """OSTL: eligibility traces × learning signals from a sweep across layers at step t.
 
     Exact (equals BPTT) for one stateful layer plus memoryless layers above it, with
@@ -77,67 +112,68 @@ class OSTL(Rule):
 class OSTLRunner(Runner):
     """OSTL bound to a network. Subclasses change the learning signals (:meth:`_signals`)."""
 
-    rule: OSTL
+    rule: TraceRule
 
-    def __init__(self, rule: OSTL, net: Network) -> None:
+    def __init__(self, rule: TraceRule, net: Network) -> None:
         super().__init__(rule, net)
         self.feedback = self._make_feedback()
         self.traces: list[LayerTrace | None] = []
         self.state: tuple[Any, ...] = ()
 
     def _make_feedback(self) -> list[Tensor | None]:
-        """Matrix carrying the signal from layer i down to layer i-1 (None for layer 0)."""
-        fb: list[Tensor | None] = [None]
-        gen = torch.Generator().manual_seed(self.rule.seed)
-        for layer in self.net.typed_layers[1:]:
-            W = layer.W
-            if self.rule.feedback == "weights":
-                fb.append(None)  # use the live W at each step
-            else:
-                bound = W.shape[1] ** -0.5
-                r = (torch.rand(W.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
-                fb.append(r.to(dtype=W.dtype, device=W.device))
-        return fb
+        """Matrix carrying the signal from layer i down to layer i-1 (None: the live W)."""
+        if isinstance(self.rule, OSTL) and self.rule.feedback == "random":
+            return random_feedback(self.net, self.rule.seed)
+        return [None] * len(self.net.layers)
+
+    def _make_trace(self, layer: Layer, batch_size: int) -> LayerTrace:
+        """The eligibility trace of one stateful layer (a hook: SnAp-1 replaces it)."""
+        net = self.net
+        if self.rule.recurrence == "exact" and layer.recurrent:
+            return ExactTrace(layer, batch_size, net.dtype, net.device, self.rule.max_trace_bytes)
+        return diagonal_trace(layer, batch_size, net.dtype, net.device)
 
     def _reset(self, batch_size: int) -> None:
         net = self.net
         self.state = net.init_state(batch_size)
-        self.traces = []
-        for layer in net.layers:
-            if not isinstance(layer, Layer):
-                self.traces.append(None)
-            elif self.rule.recurrence == "exact" and layer.recurrent:
-                self.traces.append(
-                    ExactTrace(layer, batch_size, net.dtype, net.device, self.rule.max_trace_bytes)
-                )
-            else:
-                self.traces.append(DiagonalTrace(layer, batch_size, net.dtype, net.device))
+        self.traces = [
+            self._make_trace(layer, batch_size) if isinstance(layer, Layer) else None
+            for layer in net.layers
+        ]
 
     @torch.no_grad()
     def _step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor:
         x = x_t
         inputs: list[Tensor] = []
         jacs: list[NeuronJacobians | None] = []
-        new_state = []
-        for layer, s, trace in zip(self.net.layers, self.state, self.traces):
+        for i in range(len(self.net.layers)):
             inputs.append(x)
-            if isinstance(layer, Layer):
-                assert trace is not None
-                a_in, a_rec = layer.currents(x, s)
-                s_new, J = neuron_jacobians(layer.cell, a_in, a_rec, s)
-                trace.update(J, x, getattr(s, layer.cell.output))
-                x = getattr(s_new, layer.cell.output)
-                jacs.append(J)
-            else:
-                x, s_new = layer(x, s)
-                jacs.append(None)
-            new_state.append(s_new)
-        self.state = tuple(new_state)
+            x, J = self._layer_step(i, x)
+            jacs.append(J)
         if target_t is not None:
             L_out = self._loss_signal(x, target_t, loss_fn)
             for i, L in enumerate(self._signals(L_out, target_t, inputs, jacs)):
                 self._apply_signal(i, L, inputs[i])
         return x
+
+    def _layer_step(self, i: int, x: Tensor) -> tuple[Tensor, NeuronJacobians | None]:
+        """Layer i's own step: forward, Jacobians, trace update; returns (y_t, J or None).
+
+        Touches only layer i's state and trace, so a subclass may run it layer by layer and
+        interleave per-layer work (OSTTP's update-unlocked schedule).
+        """
+        layer, s, trace = self.net.layers[i], self.state[i], self.traces[i]
+        J: NeuronJacobians | None = None
+        if isinstance(layer, Layer):
+            assert trace is not None
+            a_in, a_rec = layer.currents(x, s)
+            s_new, J = neuron_jacobians(layer.cell, a_in, a_rec, s)
+            trace.update(J, x, getattr(s, layer.cell.output))
+            y = getattr(s_new, layer.cell.output)
+        else:
+            y, s_new = layer(x, s)
+        self.state = self.state[:i] + (s_new,) + self.state[i + 1 :]
+        return y, J
 
     def _signals(
         self, L_out: Tensor, target: Any, inputs: list[Tensor], jacs: list[NeuronJacobians | None]
