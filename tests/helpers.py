@@ -8,15 +8,19 @@ from torch import Tensor
 import ostl
 
 DT = torch.float64
-CELL_NAMES = ["snu", "ssnu", "lif", "alif", "rnn", "lstm", "gru"]
-SPIKING = {"snu", "lif", "alif"}
+#: Every registered cell: adding a cell to the registry puts it through every test here.
+CELL_NAMES = list(ostl.CELLS)
+SPIKING = {"snu", "lif", "alif", "rf"}
 #: Per-neuron parameters trained in the equivalence tests, so their traces are checked too.
 TRAINABLE = {
     "snu": {"trainable": ("b", "decay")},
     "ssnu": {"trainable": ("b", "decay")},
     "lif": {"trainable": ("threshold", "decay")},
     "alif": {"trainable": ("threshold", "beta", "adaptation_decay")},
+    "rf": {"trainable": ("decay", "frequency", "threshold")},
 }
+#: Input-weight gain per cell, so that spiking cells fire a fair fraction of the time.
+GAIN = {"rf": 6.0}
 
 
 def mse(y: Tensor, target: Tensor) -> Tensor:
@@ -39,7 +43,7 @@ def make_net(
     net = ostl.Network(layers).to(DT)
     with torch.no_grad():
         for layer in net.layers[:-1]:
-            layer.W.mul_(2.5)
+            layer.W.mul_(GAIN.get(cell, 2.5))
             if layer.H is not None:
                 layer.H.mul_(1.5)
     return net

@@ -21,7 +21,7 @@ from .errors import (
 )
 from .layer import Layer, Network, Readout
 from .learner import Learner
-from .rules import BPTT, OSTL, RTRL, RULES
+from .rules import BPTT, DFA, OSTL, OSTTP, RTRL, RULES, EProp, SnAp
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,10 @@ __all__ = [
     "BPTT",
     "RTRL",
     "OSTL",
+    "OSTTP",
+    "EProp",
+    "SnAp",
+    "DFA",
     "RULES",
     "CELLS",
     "cells",

@@ -14,6 +14,11 @@ steps, ``None`` once per sequence at ``end_sequence()``. Before each update the 
 work is finished (BPTT back-propagates and cuts its graph: with ``update_every=k`` BPTT becomes
 truncated BPTT), the accumulated gradients are written into ``.grad`` and the optimizer steps.
 An update window without any target does not step the optimizer.
+
+``unlocked=True`` (OSTTP only, with ``update_every=1``) is the schedule without update locking:
+each layer's update at step t is applied right after that layer's own forward step, before the
+layers above have run (``ostl.rules.osttp``). Each parameter still gets one optimizer step per
+step with a target, so the weights follow the same trajectory as with ``unlocked=False``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import Tensor
 
 from .layer import Network
 from .rules import LossFn, Rule, get_rule
+from .rules.osttp import check_unlockable
 
 __all__ = ["Learner"]
 
@@ -38,6 +44,8 @@ class Learner:
         loss_fn: ``loss_fn(y_t, target_t)`` -> scalar loss of one step (mean over the batch).
         optimizer: any ``torch.optim.Optimizer`` over the network's parameters.
         update_every: 1 (every step), k (every k steps) or None (at ``end_sequence``).
+        unlocked: apply each layer's update as soon as its own step is done (OSTTP with
+            ``update_every=1`` only; see the module docstring).
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class Learner:
         loss_fn: LossFn,
         optimizer: torch.optim.Optimizer,
         update_every: int | None = 1,
+        unlocked: bool = False,
     ) -> None:
         if update_every is not None and (
             not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
@@ -64,6 +73,14 @@ class Learner:
         self.updates = 0  # optimizer steps taken since construction
         self._since_update = 0
         self._pending = False  # a target was seen since the last update
+        self.unlocked = bool(unlocked)
+        if self.unlocked:
+            if update_every != 1:
+                raise ValueError(
+                    "unlocked=True applies each layer's update right after its own step: it "
+                    f"needs update_every=1, got {update_every!r}"
+                )
+            check_unlockable(self.runner).on_layer_update = self._update_layer
 
     def reset(self, batch_size: int) -> None:
         """Start new sequences: resting state and zero traces (weights are kept)."""
@@ -75,6 +92,10 @@ class Learner:
     def step(self, x_t: Tensor, target_t: Any = None) -> Tensor:
         """One time step; updates the weights when the schedule says so. Returns y_t."""
         y = self.runner.step(x_t, target_t, self.loss_fn)
+        if self.unlocked:  # every layer's update was applied during the step
+            if target_t is not None:
+                self.updates += 1
+            return y
         self._since_update += 1
         self._pending = self._pending or target_t is not None
         if self.update_every is not None and self._since_update >= self.update_every:
@@ -98,6 +119,23 @@ class Learner:
         self.runner.zero_grads()
         self._pending = False
         self.updates += 1
+
+    def _update_layer(self, i: int) -> None:
+        """Write layer i's gradients into ``.grad`` and step the optimizer on them alone.
+
+        ``torch.optim`` optimizers skip parameters whose ``.grad`` is None, so the other layers'
+        parameters (and their optimizer state) are untouched.
+        """
+        prefix = f"layers.{i}."
+        params = {n: p for n, p in self.runner.params.items() if n.startswith(prefix)}
+        if not params:
+            return
+        for name, p in params.items():
+            p.grad = self.runner.grads[name].clone()
+        self.optimizer.step()
+        for name, p in params.items():
+            p.grad = None
+            self.runner.grads[name].zero_()
 
     @property
     def mean_loss(self) -> float:

@@ -9,6 +9,7 @@ from .base import Cell
 from .gru import GRU, GRUState
 from .lif import LIF, LIFState
 from .lstm import LSTM, LSTMState
+from .rf import ResonateAndFire, RFState
 from .rnn import RNN, RNNState
 from .snu import SNU, SNUState, SoftSNU
 
@@ -21,12 +22,14 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    "ResonateAndFire",
     "SNUState",
     "LIFState",
     "ALIFState",
     "RNNState",
     "LSTMState",
     "GRUState",
+    "RFState",
     "CELLS",
     "make_cell",
 ]
@@ -40,6 +43,7 @@ CELLS: dict[str, type[Cell]] = {
     "rnn": RNN,
     "lstm": LSTM,
     "gru": GRU,
+    "rf": ResonateAndFire,
 }
 
 

@@ -4,13 +4,39 @@ from __future__ import annotations
 
 from .base import LossFn, Rule, Runner
 from .bptt import BPTT
-from .ostl import OSTL
+from .dfa import DFA
+from .eprop import EProp
+from .ostl import OSTL, TraceRule
+from .osttp import OSTTP
 from .rtrl import RTRL
+from .snap import SnAp
 
-__all__ = ["Rule", "Runner", "LossFn", "BPTT", "RTRL", "OSTL", "RULES", "get_rule"]
+__all__ = [
+    "Rule",
+    "Runner",
+    "LossFn",
+    "TraceRule",
+    "BPTT",
+    "RTRL",
+    "OSTL",
+    "OSTTP",
+    "EProp",
+    "SnAp",
+    "DFA",
+    "RULES",
+    "get_rule",
+]
 
 #: Rule registry: name -> class (constructed with default options by :func:`get_rule`).
-RULES: dict[str, type[Rule]] = {"bptt": BPTT, "rtrl": RTRL, "ostl": OSTL}
+RULES: dict[str, type[Rule]] = {
+    "bptt": BPTT,
+    "rtrl": RTRL,
+    "ostl": OSTL,
+    "osttp": OSTTP,
+    "eprop": EProp,
+    "snap": SnAp,
+    "dfa": DFA,
+}
 
 
 def get_rule(rule: str | Rule) -> Rule:
