@@ -1,0 +1,89 @@
+"""The results of one run, indexed by what they measured, and how numbers are shown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .bandwidth import floor_ms
+from .job import Job
+from .workload import NetSpec
+
+__all__ = ["MIB", "Results", "fmt_ms", "fmt_mib", "fmt_x", "ratio", "pow10"]
+
+MIB = 2**20
+
+
+def fmt_ms(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def fmt_mib(b: float | None) -> str:
+    if b is None:
+        return "–"
+    v = b / MIB
+    return f"{v:.1f}" if abs(v) >= 10 or v == 0 else f"{v:.3g}"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fmt_x(r: float | None) -> str:
+    return "–" if r is None else f"{r:.2f}×"
+
+
+def pow10(T: int) -> str:
+    s = str(T)
+    if s.startswith("1") and set(s[1:]) == {"0"}:
+        return "10" + str(len(s) - 1).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    return s
+
+
+class Results:
+    """The results of one run, indexed by what they measured."""
+
+    def __init__(self, results: Iterable[dict[str, Any]]) -> None:
+        self.all = list(results)
+        self.bandwidth: dict[str, Any] | None = None
+        self.speed: dict[tuple[NetSpec, str], dict[str, Any]] = {}
+        self.memory: dict[tuple[str, int], dict[str, Any]] = {}
+        for r in self.all:
+            job = Job.from_dict(r["job"])
+            if job.kind == "bandwidth":
+                self.bandwidth = r
+            elif job.kind == "speed":
+                self.speed[(NetSpec.from_dict(job.net), job.method)] = r
+            else:
+                self.memory[(job.method, job.steps)] = r
+
+    @staticmethod
+    def ok(r: dict[str, Any] | None) -> bool:
+        """Whether a result exists and was measured (not skipped, not failed)."""
+        return r is not None and "skipped" not in r and "error" not in r
+
+    @classmethod
+    def value(cls, r: dict[str, Any] | None, key: str) -> Any:
+        """``r[key]`` of a measured result, else None."""
+        return r.get(key) if r is not None and cls.ok(r) else None
+
+    def ms(self, net: NetSpec, method: str) -> float | None:
+        return self.value(self.speed.get((net, method)), "ms_per_step")
+
+    def extra(self, method: str, T: int) -> float | None:
+        return self.value(self.memory.get((method, T)), "extra_bytes")
+
+    @property
+    def gbps(self) -> float | None:
+        return self.value(self.bandwidth, "gbps")
+
+    def floor(self, net: NetSpec, method: str) -> float | None:
+        """Bandwidth floor (ms/step) of a method's trace update, if it has traces."""
+        nbytes = self.value(self.speed.get((net, method)), "trace_bytes")
+        gbps = self.gbps
+        return None if nbytes is None or gbps is None else floor_ms(nbytes, gbps)
+
+    def threads(self) -> list[int]:
+        return sorted({r["threads"] for r in self.all if "threads" in r})

@@ -1,0 +1,168 @@
+"""The benchmark suite: which measurements a run makes (quick or full), and running them.
+
+Full mode (for ``BENCHMARKS.md``):
+
+- bandwidth: ``copy_`` over 2 × 512 MiB buffers;
+- speed (T = 50 steps per sequence, 1 warm-up + 5 measured sequences):
+  LIF feed-forward and LIF with recurrent layer 1 on the headline configuration with every
+  method (forward, hand-written torch BPTT, snnTorch BPTT, and the registered rules of
+  :data:`~ostl.bench.workload.BENCH_RULES`); SNU and LSTM with forward and the rules; LIF with
+  128 neurons per layer (traces in cache) and 1024 (traces far out of cache: the bandwidth
+  floor) with forward, BPTT and OSTL;
+- memory: the headline configuration, BPTT and the registered online rules, T ∈ {10², 10³, 10⁴}.
+
+Quick mode runs the same kinds on a tiny network (16 → 32 → 32 → 10, batch 4) with short
+sequences: it checks the harness, its numbers mean little.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .job import Job, run_job
+from .workload import HEADLINE, NetSpec, registered_bench_rules
+
+__all__ = ["SuiteConfig", "Plan", "make_plan", "build_jobs", "run_suite", "summarise"]
+
+KINDS = ("bandwidth", "speed", "memory")
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """What the user chose: mode, threads, device, seed and which kinds to measure."""
+
+    quick: bool = False
+    threads: int = 1
+    device: str = "cpu"
+    seed: int = 0
+    kinds: tuple[str, ...] = KINDS
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The measurements of a mode."""
+
+    headline: NetSpec
+    speed: tuple[tuple[NetSpec, tuple[str, ...]], ...]  # (network, methods)
+    speed_steps: int
+    speed_warmup: int
+    speed_repeats: int
+    memory_net: NetSpec
+    memory_methods: tuple[str, ...]
+    memory_steps: tuple[int, ...]
+    buffer_mib: int
+    bandwidth_repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (kept with the raw results, so a report can be rendered again)."""
+        d = asdict(self)
+        d["speed"] = [[net.to_dict(), list(methods)] for net, methods in self.speed]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        d = dict(d)
+        d["headline"] = NetSpec.from_dict(d["headline"])
+        d["memory_net"] = NetSpec.from_dict(d["memory_net"])
+        d["speed"] = tuple((NetSpec.from_dict(n), tuple(m)) for n, m in d["speed"])
+        d["memory_methods"] = tuple(d["memory_methods"])
+        d["memory_steps"] = tuple(d["memory_steps"])
+        return cls(**d)
+
+
+def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
+    """The measurements of quick or full mode.
+
+    Args:
+        quick: tiny network and short runs.
+        rules: the rules to measure; default: those of ``BENCH_RULES`` registered now.
+    """
+    rules = tuple(registered_bench_rules() if rules is None else rules)
+    online = tuple(r for r in rules if r != "bptt")
+    all_methods = ("forward", "torch", "snntorch", *rules)
+    head = HEADLINE.with_(n_in=16, hidden=32, batch=4) if quick else HEADLINE
+    rec = head.with_(recurrent=True)
+    if quick:
+        speed: tuple[tuple[NetSpec, tuple[str, ...]], ...] = (
+            (head, all_methods),
+            (rec, all_methods),
+        )
+        return Plan(head, speed, 10, 1, 2, head, ("bptt", *online), (100, 1000), 32, 3)
+    speed = (
+        (head, all_methods),
+        (rec, all_methods),
+        (head.with_(cell="snu"), ("forward", *rules)),
+        (head.with_(cell="lstm"), ("forward", *rules)),
+        (head.with_(hidden=128), ("forward", "bptt", "ostl")),
+        (head.with_(hidden=1024), ("forward", "bptt", "ostl")),
+    )
+    return Plan(head, speed, 50, 1, 5, head, ("bptt", *online), (100, 1000, 10000), 512, 10)
+
+
+def build_jobs(cfg: SuiteConfig, plan: Plan | None = None) -> list[Job]:
+    """Every job of a run, in the order they run: bandwidth, speed, memory."""
+    plan = plan or make_plan(cfg.quick)
+
+    def job(kind: str, **kw: Any) -> Job:
+        return Job(kind, threads=cfg.threads, device=cfg.device, seed=cfg.seed, **kw)
+
+    jobs: list[Job] = []
+    if "bandwidth" in cfg.kinds:
+        jobs.append(
+            job("bandwidth", buffer_mib=plan.buffer_mib, repeats=plan.bandwidth_repeats, warmup=2)
+        )
+    if "speed" in cfg.kinds:
+        for net, methods in plan.speed:
+            jobs.extend(
+                job(
+                    "speed",
+                    method=m,
+                    net=net.to_dict(),
+                    steps=plan.speed_steps,
+                    repeats=plan.speed_repeats,
+                    warmup=plan.speed_warmup,
+                )
+                for m in methods
+            )
+    if "memory" in cfg.kinds:
+        for m in plan.memory_methods:
+            jobs.extend(
+                job("memory", method=m, net=plan.memory_net.to_dict(), steps=T)
+                for T in plan.memory_steps
+            )
+    return jobs
+
+
+def summarise(result: dict[str, Any]) -> str:
+    """One line for the progress log."""
+    for key in ("skipped", "error"):
+        if key in result:
+            return f"{key}: {result[key]}"
+    if "gbps" in result:
+        return f"{result['gbps']:.1f} GB/s"
+    if "ms_per_step" in result:
+        return f"{result['ms_per_step']:.3f} ms/step"
+    if "extra_bytes" in result:
+        return f"extra peak {result['extra_bytes'] / 2**20:.1f} MiB"
+    return "done"
+
+
+def run_suite(
+    jobs: Sequence[Job],
+    *,
+    isolate: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the jobs one after another (never concurrently: they would disturb each other)."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    results = []
+    for i, job in enumerate(jobs, 1):
+        r = run_job(job, isolate=isolate)
+        log(f"[{i}/{len(jobs)}] {job.label}: {summarise(r)} ({r['wall_seconds']:.1f} s)")
+        if "traceback" in r:
+            log(r["traceback"])
+        results.append(r)
+    return results

@@ -1,0 +1,119 @@
+"""The benchmark harness (ostl.bench): report rows, memory flat in T for every online rule.
+
+Timing is benchmarked, not tested: these tests check the instrument, on tiny networks.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ostl.bench import Job, NetSpec, SuiteConfig, build_jobs, main, make_plan, run_job, run_suite
+from ostl.bench.machine import machine_info
+from ostl.bench.memory import measure_memory
+from ostl.bench.report import render
+from ostl.bench.results import Results
+from ostl.bench.suite import Plan
+from ostl.bench.workload import online_rules, registered_bench_rules
+
+TINY = NetSpec(n_in=4, hidden=8, batch=2)
+MIB = 2**20
+
+
+def test_quick_run_has_the_expected_rows(tmp_path: Path) -> None:
+    plan = replace(make_plan(quick=True), memory_steps=(10, 20), speed_steps=3, speed_repeats=1)
+    cfg = SuiteConfig(quick=True)
+    jobs = build_jobs(cfg, plan)
+    results = run_suite(jobs, isolate=False, log=lambda s: None)
+    assert not [r for r in results if "error" in r], [r.get("error") for r in results]
+    res = Results(results)
+    rules = registered_bench_rules()
+    for net, methods in plan.speed:
+        assert set(methods) >= {"forward", "torch", "snntorch", *rules}
+        for m in methods:
+            r = res.speed[(net, m)]
+            assert "skipped" in r or r["ms_per_step"] > 0
+        for m in rules:  # every rule ran and reports its traces (BPTT has none)
+            assert (res.speed[(net, m)]["trace_bytes"] is None) == (m == "bptt")
+    assert {m for m, _ in res.memory} == {"bptt", *(r for r in rules if r != "bptt")}
+    assert res.gbps is not None and res.gbps > 0
+
+    meta = {
+        "command": "python -m ostl.bench --quick",
+        "mode": "quick",
+        "device": "cpu",
+        "wall_seconds": 1.0,
+        "registered": rules,
+        "machine": machine_info(),
+    }
+    md = render(results, meta, plan, plot=None)
+    for heading in (
+        "## Machine",
+        "## Goals",
+        "## Peak memory",
+        "## Time per training step",
+        "## Memory-bandwidth floor",
+    ):
+        assert heading in md
+    assert "`python -m ostl.bench --quick`" in md
+    assert "OSTL, diagonal" in md and "ostl BPTT" in md and "snnTorch" in md
+    assert "T = 10 ÷ T = 10" not in md  # the growth column compares the first and last T
+    for net, _ in plan.speed:
+        assert f"**{net.label}**" in md
+
+
+def test_cli_writes_report_and_json_and_renders_again(tmp_path: Path) -> None:
+    out, raw_path = tmp_path / "sub" / "B.md", tmp_path / "B.json"
+    argv = ["--quick", "--only", "bandwidth", "--in-process", "--no-plot", "--out", str(out)]
+    assert main([*argv, "--json", str(raw_path)]) == 0
+    md = out.read_text()
+    assert "--only bandwidth" in md and "GB/s" in md
+    raw = json.loads(raw_path.read_text())
+    assert raw["results"][0]["job"]["kind"] == "bandwidth"
+    assert make_plan(quick=True) == Plan.from_dict(raw["plan"])
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("Why the goals are missed.")
+    again = tmp_path / "again.md"
+    assert (
+        main(
+            ["--from-json", str(raw_path), "--no-plot", "--out", str(again), "--notes", str(notes)]
+        )
+        == 0
+    )
+    text = again.read_text()
+    assert "Rendered again from its raw results" in text and "Why the goals are missed." in text
+    assert (
+        text.split("## Machine")[1].split("## Notes")[0]
+        == md.split("## Machine")[1].split("## Notes")[0]
+    )
+
+
+@pytest.mark.parametrize("rule", online_rules())
+def test_learner_memory_does_not_grow_with_T(rule: str) -> None:
+    """Tensors held by every online rule's learner: the same after 100 and 2000 steps."""
+    held = measure_memory(TINY, rule, 2000, held_at=(100,))["held_bytes_at"]
+    assert held[100] > 0
+    assert held[2000] == held[100]
+
+
+@pytest.mark.slow
+def test_process_memory_flat_for_ostl_and_growing_for_bptt() -> None:
+    """Whole-process RSS, each measurement in its own process (the harness's default)."""
+    jobs = [
+        Job("memory", m, TINY.to_dict(), T)
+        for m, T in (("ostl", 100), ("ostl", 2000), ("bptt", 2000))
+    ]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # memory, not time: concurrency is harmless
+        ostl_short, ostl_long, bptt_long = pool.map(run_job, jobs)
+    for r in (ostl_short, ostl_long, bptt_long):
+        assert "error" not in r, r.get("error")
+        assert r["peak_method"] == "VmHWM after clear_refs"
+    # OSTL: a leak of 2 KiB per step would add ~4 MiB over these 1900 extra steps.
+    assert ostl_long["extra_bytes"] - ostl_short["extra_bytes"] < 4 * MIB
+    # BPTT keeps its graph: the instrument must see it grow.
+    assert bptt_long["extra_bytes"] > ostl_long["extra_bytes"] + 16 * MIB
