@@ -15,8 +15,9 @@ transport, yet it is update-locked (``Learner(unlocked=True)`` refuses it).
 Approximate w.r.t. BPTT except for the output layer. Memory and compute per step: OSTL's traces
 plus one (n_l × n_out) matrix-vector product per hidden layer.
 
-The whole rule is this file: a :class:`~ostl.rules.ostl.TraceRule` (its options), a runner that
-subclasses :class:`~ostl.rules.ostl.OSTLRunner` and overrides ``_signals``, and one registry line.
+The whole rule is this file: a :class:`~ostl.rules.osttp.ProjectionRule` (its options), a
+runner that subclasses :class:`~ostl.rules.ostl.OSTLRunner` and overrides ``_signals``, and one
+registry line.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from torch import Tensor
 
 from ..layer import Network
 from ..traces import NeuronJacobians
-from .ostl import OSTLRunner, TraceRule
-from .osttp import check_projection_options, draw_projections
+from .ostl import OSTLRunner
+from .osttp import ProjectionRule, draw_projections
 
 __all__ = ["DFA", "DFARunner"]
 
 
-class DFA(TraceRule):
+class DFA(ProjectionRule):
     """OSTL traces × a fixed random projection of the output error for every hidden layer.
 
     Args:
@@ -46,23 +47,6 @@ class DFA(TraceRule):
     """
 
     name = "dfa"
-
-    def __init__(
-        self,
-        recurrence: str = "diagonal",
-        scale: float | None = None,
-        distribution: str = "uniform",
-        seed: int = 0,
-        max_trace_bytes: int = 2**30,
-    ) -> None:
-        if recurrence not in ("exact", "diagonal"):
-            raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
-        check_projection_options(scale, distribution)
-        self.recurrence = recurrence
-        self.scale = scale
-        self.distribution = distribution
-        self.seed = seed
-        self.max_trace_bytes = max_trace_bytes
 
     def bind(self, net: Network) -> DFARunner:
         return DFARunner(self, net)

@@ -58,6 +58,7 @@ __all__ = [
     "OSTTPRunner",
     "draw_projections",
     "check_projection_options",
+    "ProjectionRule",
     "check_unlockable",
 ]
 
@@ -102,7 +103,29 @@ def draw_projections(
     return out
 
 
-class OSTTP(TraceRule):
+class ProjectionRule(TraceRule):
+    """The options of the rules whose hidden layers learn from fixed random projections
+    (OSTTP, DFA): OSTL's trace options plus the projections' scale, distribution and seed."""
+
+    def __init__(
+        self,
+        recurrence: str = "diagonal",
+        scale: float | None = None,
+        distribution: str = "uniform",
+        seed: int = 0,
+        max_trace_bytes: int = 2**30,
+    ) -> None:
+        if recurrence not in ("exact", "diagonal"):
+            raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
+        check_projection_options(scale, distribution)
+        self.recurrence = recurrence
+        self.scale = scale
+        self.distribution = distribution
+        self.seed = seed
+        self.max_trace_bytes = max_trace_bytes
+
+
+class OSTTP(ProjectionRule):
     """OSTTP: OSTL traces; output layer gets its error, hidden layers a projection of the target.
 
     Approximate w.r.t. BPTT except for the output layer (see the module docstring). No weight
@@ -121,23 +144,6 @@ class OSTTP(TraceRule):
     """
 
     name = "osttp"
-
-    def __init__(
-        self,
-        recurrence: str = "diagonal",
-        scale: float | None = None,
-        distribution: str = "uniform",
-        seed: int = 0,
-        max_trace_bytes: int = 2**30,
-    ) -> None:
-        if recurrence not in ("exact", "diagonal"):
-            raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
-        check_projection_options(scale, distribution)
-        self.recurrence = recurrence
-        self.scale = scale
-        self.distribution = distribution
-        self.seed = seed
-        self.max_trace_bytes = max_trace_bytes
 
     def bind(self, net: Network) -> OSTTPRunner:
         return OSTTPRunner(self, net)
