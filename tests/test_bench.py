@@ -33,12 +33,23 @@ def test_quick_run_has_the_expected_rows(tmp_path: Path) -> None:
     res = Results(results)
     rules = registered_bench_rules()
     for net, methods in plan.speed:
-        assert set(methods) >= {"forward", "torch", "snntorch", *rules}
         for m in methods:
             r = res.speed[(net, m)]
             assert "skipped" in r or r["ms_per_step"] > 0
+        if net.factorised:  # the LIF whose traces factorise: OSTL against BPTT
+            assert set(methods) == {"forward", "bptt", "ostl"}
+            continue
+        assert set(methods) >= {"forward", "torch", "snntorch", *rules}
         for m in rules:  # every rule ran and reports its traces (BPTT has none)
             assert (res.speed[(net, m)]["trace_bytes"] is None) == (m == "bptt")
+    head = plan.headline
+    # the factorised trace holds B·(n_in + 1) floats per layer, not B·N·(n_in + 1)
+    fact = next(net for net, _ in plan.speed if net.factorised)
+    assert res.speed[(fact, "ostl")]["trace_bytes"] < res.speed[(head, "ostl")]["trace_bytes"] / 4
+    for m in ("ostl-bf16", "ostl-fp16"):  # half the trace bytes, a measured gradient error
+        r = res.speed[(head, m)]
+        assert r["trace_bytes"] * 2 == res.speed[(head, "ostl")]["trace_bytes"]
+        assert 0.99 < r["grad_cosine"] <= 1.0 + 1e-6 and 0 < r["grad_rel_error"] < 0.05
     assert {m for m, _ in res.memory} == {"bptt", *(r for r in rules if r != "bptt")}
     assert res.gbps is not None and res.gbps > 0
 
@@ -57,11 +68,15 @@ def test_quick_run_has_the_expected_rows(tmp_path: Path) -> None:
         "## Peak memory",
         "## Time per training step",
         "## Memory-bandwidth floor",
+        "## Low-precision traces",
     ):
         assert heading in md
     assert "`python -m ostl.bench --quick`" in md
     assert "OSTL, diagonal" in md and "ostl BPTT" in md and "snnTorch" in md
     assert "T = 10 ÷ T = 10" not in md  # the growth column compares the first and last T
+    assert "Closed-form Jacobians (LIF)" in md and "Factorised traces (LIF" in md
+    assert "bfloat16 traces" in md
+    assert "| not measured |" not in md.split("## Peak")[0]  # every goal measured
     for net, _ in plan.speed:
         assert f"**{net.label}**" in md
 

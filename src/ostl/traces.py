@@ -304,13 +304,14 @@ class DiagonalTrace(LayerTrace):
 
     def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
         eps = self.eps[block.name]
+        # (N, 1, B) @ (N, B, C); bmm takes a slow per-matrix path on strided operands, so the
+        # signal is made contiguous (and cast to a low-precision trace's dtype)
         if not self.reduced:
-            # (N, 1, B) @ (N, B, C), L contiguous first (bmm is slower on the strided view)
-            return torch.bmm(L.T.contiguous().unsqueeze(1), eps[self.o]).squeeze(1)
+            return _bmm_signal(L.T, eps[self.o], L.dtype)
         LT = L.T
-        g = torch.bmm((LT * self._D[0]).unsqueeze(1), eps[0]).squeeze(1)
+        g = _bmm_signal(LT * self._D[0], eps[0], L.dtype)
         for i in range(1, len(self.mem)):
-            g += torch.bmm((LT * self._D[i]).unsqueeze(1), eps[i]).squeeze(1)
+            g += _bmm_signal(LT * self._D[i], eps[i], L.dtype)
         if block.kind == "phi":
             g[:, 0] += (LT * self._D_phi[block.phi_index]).sum(1)
         return g
@@ -320,6 +321,12 @@ class DiagonalTrace(LayerTrace):
         yield from self._spare.values()
         yield self._D
         yield self._D_phi
+
+
+def _bmm_signal(w: Tensor, eps: Tensor, dtype: torch.dtype) -> Tensor:
+    """Σ_b w[p, b] eps[p, b, c] -> (N, C) in ``dtype``, as one batched matrix product."""
+    w = w.to(eps.dtype).contiguous().unsqueeze(1)
+    return torch.bmm(w, eps).squeeze(1).to(dtype)
 
 
 class ExactTrace(LayerTrace):
@@ -413,7 +420,8 @@ class FactorisedTrace(LayerTrace):
         self._D = J.out[..., self.mem]
 
     def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
-        return (L * self._D).T @ self.eps[block.name]
+        eps = self.eps[block.name]
+        return ((L * self._D).T.to(eps.dtype) @ eps).to(L.dtype)
 
     def tensors(self) -> Iterator[Tensor]:
         yield from super().tensors()

@@ -29,6 +29,9 @@ METHOD_NAMES = {
     "ostl": "OSTL, diagonal (`update_every=1`)",
     "osttp": "OSTTP (`update_every=1`)",
     "eprop": "e-prop (`update_every=1`)",
+    "ostl-derived": 'OSTL, diagonal, Jacobians derived with torch.func (`jacobians="derived"`)',
+    "ostl-bf16": "OSTL, diagonal, bfloat16 traces (`trace_dtype=torch.bfloat16`)",
+    "ostl-fp16": "OSTL, diagonal, float16 traces (`trace_dtype=torch.float16`)",
 }
 
 
@@ -139,6 +142,38 @@ def _speed_section(res: Results, plan: Plan) -> list[str]:
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _precision_section(res: Results, plan: Plan) -> list[str]:
+    rows = []
+    for net, methods in plan.speed:
+        for m in methods:
+            r = res.speed.get((net, m))
+            if r is None or not res.ok(r) or r.get("grad_cosine") is None:
+                continue
+            cells = [
+                net.label,
+                _method(m),
+                fmt_ms(r["ms_per_step"]),
+                fmt_x(ratio(r["ms_per_step"], res.ms(net, "ostl"))),
+                fmt_mib(r["trace_bytes"]),
+                f"{r['grad_cosine']:.6f}",
+                f"{r['grad_rel_error']:.2e}",
+            ]
+            rows.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return ["Not measured in this run."]
+    return [
+        "Traces stored in half precision (`OSTL(trace_dtype=...)`): the arithmetic runs in "
+        "float32 and gradients accumulate in float32, but every step's trace is rounded to the "
+        "storage dtype. The error is measured on the gradient of one sequence of the speed "
+        f"run (T = {plan.speed_steps}, weights fixed) against float32 OSTL: the worst cosine "
+        "and the worst relative error ‖g − g₃₂‖ / ‖g₃₂‖ over the parameters.",
+        "",
+        "| network | method | ms/step | × OSTL float32 | trace MiB | cosine | rel. error |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def _bandwidth_section(res: Results, meta: dict[str, Any]) -> list[str]:
@@ -252,6 +287,10 @@ def render(
         "## Time per training step",
         "",
         *_speed_section(res, plan),
+        "",
+        "## Low-precision traces",
+        "",
+        *_precision_section(res, plan),
         "",
         "## Memory-bandwidth floor of the trace update",
         "",

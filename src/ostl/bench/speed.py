@@ -13,6 +13,9 @@ reset before them. The first ``warmup`` sequences are discarded; the result is t
 
 For rules that keep eligibility traces (``runner.traces``, as :class:`ostl.rules.ostl.OSTLRunner`
 does) the bytes of those traces are recorded for the bandwidth floor (:mod:`.bandwidth`).
+For the low-precision variants (``trace_dtype``, :data:`~.workload.VARIANTS`) the gradient of
+one sequence (:func:`ostl.gradients`, weights fixed) is compared with the full-precision
+OSTL's: the worst cosine and relative error over the parameters are recorded.
 """
 
 from __future__ import annotations
@@ -25,9 +28,21 @@ from typing import Any
 
 import torch
 
+from ..api import gradients
+from ..rules import OSTL
 from .bandwidth import trace_bytes
 from .baselines import bptt_sequence, make_baseline
-from .workload import NetSpec, build_network, input_pool, make_learner, one_hot_targets
+from .workload import (
+    VARIANTS,
+    NetSpec,
+    build_network,
+    input_pool,
+    loss_fn,
+    make_learner,
+    make_optimizer,
+    make_rule,
+    one_hot_targets,
+)
 
 __all__ = ["time_sequences", "measure_speed"]
 
@@ -93,7 +108,7 @@ def measure_speed(
 
     elif method in ("torch", "snntorch"):
         ref = make_baseline(method, spec, seed=seed).to(device)
-        opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+        opt = make_optimizer(ref.parameters())
 
         def run() -> None:
             bptt_sequence(ref, opt, pool, target, steps)
@@ -115,4 +130,23 @@ def measure_speed(
     per_step = [1e3 * s / steps for s in times]
     out["ms_per_step"] = statistics.median(per_step)
     out["ms_per_step_all"] = per_step
+    if "trace_dtype" in VARIANTS.get(method, {}):
+        net = build_network(spec, seed=seed, device=device)
+        out.update(gradient_error(net, method, pool, target))
     return out
+
+
+def gradient_error(net: Any, method: str, xs: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+    """Worst cosine and relative error over the parameters of ``method``'s gradient of one
+    sequence against full-precision diagonal OSTL's (parameters with a zero gradient skipped)."""
+    targets = [target] * xs.shape[0]
+    ref = gradients(net, OSTL(recurrence="diagonal"), xs, targets, loss_fn)
+    got = gradients(net, make_rule(method), xs, targets, loss_fn)
+    cos, rel = [], []
+    for name, r in ref.items():
+        if float(r.norm()) == 0.0:
+            continue
+        g = got[name]
+        cos.append(float(torch.nn.functional.cosine_similarity(g.flatten(), r.flatten(), dim=0)))
+        rel.append(float((g - r).norm() / r.norm()))
+    return {"grad_cosine": min(cos, default=None), "grad_rel_error": max(rel, default=None)}

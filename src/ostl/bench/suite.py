@@ -8,7 +8,9 @@ Full mode (for ``BENCHMARKS.md``):
   method (forward, hand-written torch BPTT, snnTorch BPTT, and the registered rules of
   :data:`~ostl.bench.workload.BENCH_RULES`); SNU and LSTM with forward and the rules; LIF with
   128 neurons per layer (traces in cache) and 1024 (traces far out of cache: the bandwidth
-  floor) with forward, BPTT and OSTL;
+  floor) with forward, BPTT and OSTL; the OSTL variants (:data:`~.workload.VARIANTS`): derived
+  Jacobians on LIF and SNU, half-precision traces on LIF, LSTM and LIF-1024; the LIF with a
+  subtractive, non-differentiated reset (factorised traces) with forward, BPTT and OSTL;
 - memory: the headline configuration, BPTT and the registered online rules, T ∈ {10², 10³, 10⁴}.
 
 Quick mode runs the same kinds on a tiny network (16 → 32 → 32 → 10, batch 4) with short
@@ -85,19 +87,23 @@ def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
     all_methods = ("forward", "torch", "snntorch", *rules)
     head = HEADLINE.with_(n_in=16, hidden=32, batch=4) if quick else HEADLINE
     rec = head.with_(recurrent=True)
+    fact = head.with_(reset="subtract", detach_reset=True)
+    variants = ("ostl-derived", "ostl-bf16", "ostl-fp16")
     if quick:
         speed: tuple[tuple[NetSpec, tuple[str, ...]], ...] = (
-            (head, all_methods),
+            (head, all_methods + variants),
             (rec, all_methods),
+            (fact, ("forward", "bptt", "ostl")),
         )
         return Plan(head, speed, 10, 1, 2, head, ("bptt", *online), (100, 1000), 32, 3)
     speed = (
-        (head, all_methods),
+        (head, all_methods + variants),
         (rec, all_methods),
-        (head.with_(cell="snu"), ("forward", *rules)),
-        (head.with_(cell="lstm"), ("forward", *rules)),
+        (fact, ("forward", "bptt", "ostl")),
+        (head.with_(cell="snu"), ("forward", *rules, "ostl-derived")),
+        (head.with_(cell="lstm"), ("forward", *rules, "ostl-bf16")),
         (head.with_(hidden=128), ("forward", "bptt", "ostl")),
-        (head.with_(hidden=1024), ("forward", "bptt", "ostl")),
+        (head.with_(hidden=1024), ("forward", "bptt", "ostl", "ostl-bf16")),
     )
     return Plan(head, speed, 50, 1, 5, head, ("bptt", *online), (100, 1000, 10000), 512, 10)
 

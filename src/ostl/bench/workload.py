@@ -45,6 +45,8 @@ __all__ = [
     "loss_fn",
     "make_rule",
     "make_learner",
+    "make_optimizer",
+    "VARIANTS",
     "registered_bench_rules",
     "online_rules",
 ]
@@ -74,6 +76,9 @@ class NetSpec:
         classes: readout size (classes).
         batch: batch size B.
         rate: probability that an input spikes at a step.
+        reset, detach_reset: the LIF's reset (``"hard"`` / ``"subtract"``) and whether its
+            derivative is stopped; ``"subtract"`` + ``True`` (as in e-prop) is the LIF whose
+            traces factorise (:class:`ostl.traces.FactorisedTrace`).
     """
 
     cell: str = "lif"
@@ -84,13 +89,23 @@ class NetSpec:
     classes: int = 10
     batch: int = 32
     rate: float = 0.1
+    reset: str = "hard"
+    detach_reset: bool = False
+
+    @property
+    def factorised(self) -> bool:
+        """A LIF whose diagonal traces factorise into presynaptic ones."""
+        return self.cell == "lif" and self.reset == "subtract" and self.detach_reset
 
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``LIF 64→256→256→10, B=32, rec. L1``."""
         sizes = "→".join(str(n) for n in (self.n_in, *[self.hidden] * self.layers, self.classes))
         rec = ", rec. L1" if self.recurrent else ""
-        return f"{self.cell.upper()} {sizes}, B={self.batch}{rec}"
+        reset = ""
+        if self.reset != "hard" or self.detach_reset:
+            reset = f", {self.reset} reset" + (" (not differentiated)" if self.detach_reset else "")
+        return f"{self.cell.upper()} {sizes}, B={self.batch}{rec}{reset}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,8 +129,14 @@ def build_network(spec: NetSpec, *, seed: int = 0, device: str | torch.device = 
     torch.manual_seed(seed)
     layers: list[Layer | Readout] = []
     n = spec.n_in
+    kw: dict[str, Any] = {}
+    if spec.reset != "hard" or spec.detach_reset:
+        if spec.cell != "lif":
+            raise ValueError(f"NetSpec: reset options apply to the LIF only, got {spec.cell!r}")
+        kw = {"reset": spec.reset, "detach_reset": spec.detach_reset}
     for i in range(spec.layers):
-        layers.append(Layer(n, spec.hidden, spec.cell, recurrent=spec.recurrent and i == 0))
+        rec = spec.recurrent and i == 0
+        layers.append(Layer(n, spec.hidden, spec.cell, recurrent=rec, **kw))
         n = spec.hidden
     layers.append(Readout(n, spec.classes))
     return Network(layers).to(device)
@@ -142,11 +163,28 @@ def loss_fn(y: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(y, target)
 
 
+#: OSTL variants the bench measures beside the rules: the generic derived Jacobians instead of
+#: the closed forms, and traces stored in half precision.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ostl-derived": {"jacobians": "derived"},
+    "ostl-bf16": {"trace_dtype": torch.bfloat16},
+    "ostl-fp16": {"trace_dtype": torch.float16},
+}
+
+
 def make_rule(name: str) -> Rule:
-    """The rule object a method name stands for (``"ostl"`` is the diagonal OSTL)."""
+    """The rule object a method name stands for (``"ostl"`` is the diagonal OSTL; see
+    :data:`VARIANTS` for the ``"ostl-..."`` variants)."""
     if name == "ostl":
         return OSTL(recurrence="diagonal")
+    if name in VARIANTS:
+        return OSTL(recurrence="diagonal", **VARIANTS[name])
     return get_rule(name)
+
+
+def make_optimizer(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
+    """Adam, the fused implementation (one kernel for all parameters) for every method."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def make_learner(net: Network, method: str, *, lr: float = 1e-3) -> Learner:
@@ -155,7 +193,7 @@ def make_learner(net: Network, method: str, *, lr: float = 1e-3) -> Learner:
         net,
         make_rule(method),
         loss_fn=loss_fn,
-        optimizer=torch.optim.Adam(net.parameters(), lr=lr),
+        optimizer=make_optimizer(net.parameters(), lr),
         update_every=None if method == "bptt" else 1,
     )
 

@@ -47,6 +47,10 @@ from .base import LossFn, Rule, Runner
 __all__ = ["TraceRule", "OSTL", "OSTLRunner", "random_feedback"]
 
 
+#: Storage dtypes a diagonal or factorised trace may use (``trace_dtype``).
+TRACE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 class TraceRule(Rule):
     """Base of the rules that run on OSTL's traces and runner (OSTL, OSTTP, e-prop, SnAp-1).
 
@@ -54,11 +58,33 @@ class TraceRule(Rule):
         recurrence: ``"exact"`` or ``"diagonal"``: the trace of layers with H (see OSTL).
         seed: seed of the fixed random matrices drawn at bind, if any.
         max_trace_bytes: memory limit of one exact trace.
+
+    Attributes with defaults (set through :meth:`set_trace_options`):
+        jacobians: ``"auto"`` uses a cell's closed-form Jacobians where it has them,
+            ``"derived"`` always derives them with ``torch.func`` (the generic path every user
+            cell takes; slower, for comparison and checks).
+        trace_dtype: storage dtype of diagonal and factorised traces (None: the network's).
+            ``torch.bfloat16`` / ``torch.float16`` halve the trace memory and traffic; the
+            arithmetic runs in float32 and the gradient is accumulated in the network's dtype,
+            but each step's trace is rounded to the storage dtype (approximate: the bench
+            reports the cosine to the full-precision gradient). Exact traces (H kept) refuse it.
     """
 
     recurrence: str
     seed: int
     max_trace_bytes: int
+    jacobians: str = "auto"
+    trace_dtype: torch.dtype | None = None
+
+    def set_trace_options(self, jacobians: str, trace_dtype: torch.dtype | None) -> None:
+        """Check and set :attr:`jacobians` and :attr:`trace_dtype`."""
+        if jacobians not in ("auto", "derived"):
+            raise ValueError(f"jacobians must be 'auto' or 'derived', got {jacobians!r}")
+        if trace_dtype is not None and trace_dtype not in TRACE_DTYPES:
+            names = ", ".join(str(d) for d in TRACE_DTYPES)
+            raise ValueError(f"trace_dtype must be None or one of {names}, got {trace_dtype!r}")
+        self.jacobians = jacobians
+        self.trace_dtype = trace_dtype
 
 
 def random_feedback(net: Network, seed: int) -> list[Tensor | None]:
@@ -84,7 +110,8 @@ class OSTL(TraceRule):
     ``recurrence="exact"`` or without H; deeper, it equals ``BPTT(detach_above=l)`` for layer l.
     Per sample and layer of N neurons (k state variables, G gates): memory N·k·G·(n_in + N)
     and O(N²) compute per step (diagonal), or N times that memory and O(N⁴) compute (exact).
-    See the module docstring for the equations and options.
+    See the module docstring for the equations and options; ``jacobians`` and
+    ``trace_dtype`` are described in :class:`TraceRule`.
     """
 
     name = "ostl"
@@ -95,11 +122,15 @@ class OSTL(TraceRule):
         feedback: str = "weights",
         seed: int = 0,
         max_trace_bytes: int = 2**30,
+        *,
+        jacobians: str = "auto",
+        trace_dtype: torch.dtype | None = None,
     ) -> None:
         if recurrence not in ("exact", "diagonal"):
             raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
         if feedback not in ("weights", "random"):
             raise ValueError(f"feedback must be 'weights' or 'random', got {feedback!r}")
+        self.set_trace_options(jacobians, trace_dtype)
         self.recurrence = recurrence
         self.feedback = feedback
         self.seed = seed
@@ -128,10 +159,16 @@ class OSTLRunner(Runner):
 
     def _make_trace(self, layer: Layer, batch_size: int) -> LayerTrace:
         """The eligibility trace of one stateful layer (a hook: SnAp-1 replaces it)."""
-        net = self.net
+        net, dtype = self.net, self.rule.trace_dtype or self.net.dtype
         if self.rule.recurrence == "exact" and layer.recurrent:
+            if dtype != net.dtype:
+                raise ValueError(
+                    f"trace_dtype={dtype} applies to diagonal and factorised traces only: an "
+                    f"exact trace (recurrence='exact', a layer with H) keeps the network's "
+                    f"{net.dtype}. Use recurrence='diagonal' or trace_dtype=None."
+                )
             return ExactTrace(layer, batch_size, net.dtype, net.device, self.rule.max_trace_bytes)
-        return diagonal_trace(layer, batch_size, net.dtype, net.device)
+        return diagonal_trace(layer, batch_size, dtype, net.device)
 
     def _reset(self, batch_size: int) -> None:
         net = self.net
@@ -167,7 +204,8 @@ class OSTLRunner(Runner):
         if isinstance(layer, Layer):
             assert trace is not None
             a_in, a_rec = layer.currents(x, s)
-            s_new, J = neuron_jacobians(layer.cell, a_in, a_rec, s)
+            derive = self.rule.jacobians == "derived"
+            s_new, J = neuron_jacobians(layer.cell, a_in, a_rec, s, derive=derive)
             trace.update(J, x, getattr(s, layer.cell.output))
             y = getattr(s_new, layer.cell.output)
         else:

@@ -114,10 +114,14 @@ class ProjectionRule(TraceRule):
         distribution: str = "uniform",
         seed: int = 0,
         max_trace_bytes: int = 2**30,
+        *,
+        jacobians: str = "auto",
+        trace_dtype: torch.dtype | None = None,
     ) -> None:
         if recurrence not in ("exact", "diagonal"):
             raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
         check_projection_options(scale, distribution)
+        self.set_trace_options(jacobians, trace_dtype)
         self.recurrence = recurrence
         self.scale = scale
         self.distribution = distribution
@@ -138,6 +142,7 @@ class OSTTP(ProjectionRule):
         distribution: ``"uniform"`` or ``"normal"``.
         seed: seed of the projections (fixed for the life of a bound runner).
         max_trace_bytes: memory limit of one exact trace.
+        jacobians, trace_dtype: as in :class:`~ostl.rules.ostl.TraceRule`.
 
     Targets must be float tensors of shape (B, n_out) in the network's dtype (one-hot for
     classes), or None at steps without a target.
