@@ -67,9 +67,7 @@ def test_low_precision_traces_halve_the_trace_memory() -> None:
         for r in runners
     )
     assert half * 2 == full
-    assert all(
-        e.dtype == torch.bfloat16 for tr in runners[1].traces if tr for e in tr.eps.values()
-    )
+    assert all(e.dtype == torch.bfloat16 for tr in runners[1].traces if tr for e in tr.eps.values())
 
 
 def test_low_precision_factorised_trace() -> None:

@@ -145,7 +145,10 @@ class Runner(abc.ABC):
         with torch.enable_grad():
             y = y.detach().requires_grad_(True)
             e = loss(y)
-            (L,) = torch.autograd.grad(e, y)
+            if e.requires_grad:
+                (L,) = torch.autograd.grad(e, y, allow_unused=True, materialize_grads=True)
+            else:  # a loss that does not depend on y (a constant): no signal
+                L = torch.zeros_like(y)
             e = e.detach()
         self._record_loss(e)
         return check_finite(L, "learning signal dE_t/dy_t")
