@@ -47,4 +47,4 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 .PHONY: bench
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m ostl.bench $(BENCH_ARGS)
+	$(BIN)/python -m ostl.bench --notes docs/bench-analysis.md $(BENCH_ARGS)
