@@ -257,6 +257,11 @@ class DiagonalTrace(LayerTrace):
         self.reduced = reduce_output and cell.has_output_map and k > 1
         #: the state variables whose traces are stored
         self.mem = [i for i in range(k) if not (self.reduced and i == o)]
+        # the same indices as a slice where they are contiguous (a view, not a gather)
+        contiguous = self.mem == list(range(self.mem[0], self.mem[-1] + 1))
+        self._mem: slice | list[int] = (
+            slice(self.mem[0], self.mem[-1] + 1) if contiguous else self.mem
+        )
         super().__init__(layer, batch_size, dtype, device)
         n_mem = len(self.mem)
         self._spare = {n: torch.empty_like(e) for n, e in self.eps.items()} if n_mem > 1 else {}
@@ -270,11 +275,11 @@ class DiagonalTrace(LayerTrace):
 
     def _recursion(self, J: NeuronJacobians) -> tuple[Tensor, Tensor | None]:
         """dm_t/dm_{t-1} as (m, m, N, B, 1) and, reduced, J_s[m, y] as (m, N, B)."""
-        Js = J.state[:, :, self.mem]  # (B, N, m, k)
+        Js = J.state[:, :, self._mem]  # (B, N, m, k)
         if not self.reduced:
             return Js.permute(2, 3, 1, 0).unsqueeze(-1), None
         via_y = Js[..., self.o]  # (B, N, m): ∂m_t/∂y_{t-1}
-        A = Js[..., self.mem] + via_y.unsqueeze(-1) * self._D.permute(2, 1, 0).unsqueeze(-2)
+        A = Js[..., self._mem] + via_y.unsqueeze(-1) * self._D.permute(2, 1, 0).unsqueeze(-2)
         return A.permute(2, 3, 1, 0).unsqueeze(-1), via_y.permute(2, 1, 0)
 
     def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
@@ -298,7 +303,7 @@ class DiagonalTrace(LayerTrace):
                 self.eps[b.name], self._spare[b.name] = new, old
         if self.reduced:
             assert J.out is not None
-            self._D = J.out[..., self.mem].permute(2, 1, 0)
+            self._D = J.out[..., self._mem].permute(2, 1, 0)
             if J.out_params is not None:
                 self._D_phi = J.out_params.permute(2, 1, 0)
 

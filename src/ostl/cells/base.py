@@ -66,20 +66,22 @@ def pack_jacobians(
     tensors broadcastable to ``ref`` (B, N).
     """
 
-    def full(v: Tensor | float) -> Tensor:
-        return v.expand_as(ref) if isinstance(v, Tensor) else ref.new_full(ref.shape, v)
+    def block(entries: Sequence[Sequence[Tensor | float]]) -> Tensor:
+        """(B, N, rows, cols) from rows of entries; written in place (no stack, no expand)."""
+        out = ref.new_empty(*ref.shape, len(entries), len(entries[0]))
+        for i, row in enumerate(entries):
+            for j, v in enumerate(row):
+                out[..., i, j] = v
+        return out
 
-    def col(vs: Sequence[Tensor | float]) -> Tensor:
-        return torch.stack([full(v) for v in vs], dim=-1)
-
-    J_s = torch.stack([col(row) for row in state], dim=-2)  # (B, N, k, k)
-    J_a = col(current).unsqueeze(-1)  # (B, N, k, 1)
+    J_s = block(state)  # (B, N, k, k)
+    J_a = block([[v] for v in current])  # (B, N, k, 1)
     names = cell.trainable_names
-    J_phi = torch.stack([col(params[n]) for n in names], dim=-1) if names else None
-    D = col(out) if out is not None else None
+    J_phi = block([[params[n][i] for n in names] for i in range(len(state))]) if names else None
+    D = block([out])[..., 0, :] if out is not None else None
     D_phi = None
     if out_params is not None and names:
-        D_phi = torch.stack([full(out_params[n]) for n in names], dim=-1)
+        D_phi = block([[out_params[n] for n in names]])[..., 0, :]
     return NeuronJacobians(J_s, J_a, J_a if recurrent else None, J_phi, D, D_phi)
 
 
