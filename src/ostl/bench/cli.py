@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .sections import keep_sections
 from .suite import KINDS, Plan, SuiteConfig, build_jobs, make_plan, run_suite
 
 __all__ = ["build_parser", "main"]
@@ -90,7 +91,10 @@ def _write(
         why = plot(results, plan, png)
         plot_ref = png.name if why is None else why
     notes = args.notes.read_text() if args.notes else None
-    args.out.write_text(render(results, meta, plan, plot=plot_ref, notes=notes))
+    text = render(results, meta, plan, plot=plot_ref, notes=notes)
+    # Sections written by other commands (python -m ostl.soak, the distributed bench) stay.
+    old = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(keep_sections(text, old))
     if args.json:
         raw = {"meta": meta, "plan": plan.to_dict(), "results": results}
         args.json.write_text(json.dumps(raw, indent=1))
