@@ -111,7 +111,7 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
         cfg = TrainConfig()
     given = {
         k: getattr(args, k)
-        for k in (*_BUDGET, "task", "device", "threads")
+        for k in (*_BUDGET, "task", "device", "threads", "hardware", "pcm_update")
         if getattr(args, k, None) is not None
     }
     if getattr(args, "rule", None) is not None:
@@ -149,6 +149,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
     result = train(cfg, out, progress=not args.no_progress)
     print(format_table([result]))
+    if result.hardware is not None:
+        hw = result.hardware
+        drift = ", ".join(f"{k} {v:.4f}" for k, v in hw["drift"].items())
+        print(
+            f"PCM ({hw['update']}): {hw['program_events']} programming events "
+            f"({hw['events_per_weight']:.1f} per weight); test {hw['test_programmed']:.4f} "
+            f"after programming; after drift: {drift}"
+        )
     print(f"run folder: {out}")
     return 0
 
@@ -207,6 +215,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="a task option, e.g. steps=30 (repeatable)",
+    )
+    p.add_argument(
+        "--hardware",
+        choices=("pcm",),
+        help="run the synapses on simulated PCM crossbars (aihwkit; docs/hardware.md)",
+    )
+    p.add_argument(
+        "--pcm-update",
+        dest="pcm_update",
+        choices=("mixed", "direct", "offline"),
+        help="with --hardware pcm: mixed-precision or direct programming of every update "
+        "(online, on the crossbars; default mixed), or offline: train in software, then program",
     )
     p.add_argument("--out", help="output folder (default runs/<name>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

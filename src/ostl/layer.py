@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,26 @@ from torch import Tensor, nn
 from .cells import Cell, make_cell
 from .errors import ShapeError, check_tensor
 
-__all__ = ["Layer", "Readout", "ReadoutState", "Network"]
+__all__ = ["Layer", "Readout", "ReadoutState", "Network", "SynapticProduct"]
+
+
+class SynapticProduct(Protocol):
+    """A transformation of the synapses (e.g. :mod:`ostl.hardware`'s PCM crossbars).
+
+    Set as ``layer.synapses``, it computes ``x @ M.T`` for the layer's weight matrix named
+    ``name`` (``"W"`` or ``"H"``) instead of the digital product. It is a plain attribute, not
+    a submodule: the network's ``state_dict`` keeps the same keys with or without it.
+    """
+
+    def __call__(self, name: str, x: Tensor) -> Tensor: ...
+
+
+def _product(module: nn.Module, name: str, x: Tensor) -> Tensor:
+    """x @ M.T for the weight matrix ``name`` of ``module``, through its synapses hook if set."""
+    hook = module.__dict__.get("synapses")
+    if hook is not None:
+        return cast(SynapticProduct, hook)(name, x)
+    return x @ getattr(module, name).T
 
 
 def _uniform_(t: Tensor, fan_in: int) -> None:
@@ -102,6 +121,7 @@ class Layer(nn.Module):
             _uniform_(self.H, n_out)
         use_bias = self.cell.default_bias if bias is None else bias
         self.b: nn.Parameter | None = nn.Parameter(torch.zeros(gn)) if use_bias else None
+        self.synapses: SynapticProduct | None = None  # see SynapticProduct
 
     @property
     def recurrent(self) -> bool:
@@ -123,14 +143,14 @@ class Layer(nn.Module):
 
     def currents(self, x: Tensor, state: Any) -> tuple[Tensor, Tensor | None]:
         """Synaptic currents per gate: a_in = W x + b and a_rec = H y_{t-1}, each (..., G, N)."""
-        a_in = x @ self.W.T
+        a_in = _product(self, "W", x)
         if self.b is not None:
             a_in = a_in + self.b
         a_in = a_in.unflatten(-1, (self.n_gates, self.n_out))
         if self.H is None:
             return a_in, None
         y_prev = getattr(state, self.cell.output)
-        return a_in, (y_prev @ self.H.T).unflatten(-1, (self.n_gates, self.n_out))
+        return a_in, _product(self, "H", y_prev).unflatten(-1, (self.n_gates, self.n_out))
 
     def forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         """One time step: x (B, n_in), state -> (y (B, n_out), new state)."""
@@ -161,13 +181,14 @@ class Readout(nn.Module):
         self.W = nn.Parameter(torch.empty(n_out, n_in))
         _uniform_(self.W, n_in)
         self.b: nn.Parameter | None = nn.Parameter(torch.zeros(n_out)) if bias else None
+        self.synapses: SynapticProduct | None = None  # see SynapticProduct
 
     def init_state(self, batch_size: int, **_: Any) -> ReadoutState:
         return ReadoutState()
 
     def forward(self, x: Tensor, state: Any = ()) -> tuple[Tensor, ReadoutState]:
         _check_step_input(self, x, self.n_in, ())
-        y = x @ self.W.T
+        y = _product(self, "W", x)
         if self.b is not None:
             y = y + self.b
         return y, ReadoutState()

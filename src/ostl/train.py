@@ -67,6 +67,10 @@ class TrainConfig:
         device: torch device.
         threads: torch CPU threads (None: leave torch's default).
         task_options: options of the task (e.g. ``{"steps": 30}``).
+        hardware: ``"pcm"`` runs the synapses on simulated PCM crossbars (:mod:`ostl.hardware`,
+            needs aihwkit); None: digital.
+        pcm_update: with ``hardware="pcm"``: ``"mixed"`` or ``"direct"`` (learn online on the
+            crossbars) or ``"offline"`` (train in software, then program the crossbars).
     """
 
     task: str = "digits"
@@ -82,6 +86,8 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = 1
     task_options: dict[str, Any] = field(default_factory=dict)
+    hardware: str | None = None
+    pcm_update: str = "mixed"
 
     def resolve(self, task: Task) -> TrainConfig:
         """A copy with every None budget field set to the task's default, checked."""
@@ -120,6 +126,12 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.hardware not in (None, "pcm"):
+            raise ValueError(f"hardware must be None or 'pcm', got {self.hardware!r}")
+        if self.pcm_update not in ("mixed", "direct", "offline"):
+            raise ValueError(
+                f"pcm_update must be 'mixed', 'direct' or 'offline', got {self.pcm_update!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -156,6 +168,7 @@ class RunResult:
     updates: int
     wall_seconds: float
     out: str | None = None
+    hardware: dict[str, Any] | None = None  # PCM runs: programming events, metric after drift
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -324,6 +337,12 @@ def train(
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr),
         update_every=update_every(rule, cfg.schedule),
     )
+    hw = None
+    if cfg.hardware is not None:  # PCM crossbars (ostl.hardware): mapped, optimizer hooked
+        from .hardware.run import HardwareSession
+
+        hw = HardwareSession(cfg.pcm_update, seed=cfg.seed)
+        hw.attach(net, learner.optimizer)
     meter, timer = MemoryMeter(learner), StepTimer()
     epoch_runner = _Epoch(learner, task, meter, timer)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -359,9 +378,15 @@ def train(
             }
         )
         epochs.set_postfix(loss=f"{train_loss:.4f}", **{f"valid_{metric.name}": f"{valid:.4f}"})
+    if hw is not None and hw.online:  # the devices hold the last weights: no going back
+        best_epoch, best_state = cfg.epochs, net.state_dict()
     final_test = evaluate(net, task, "test", cfg.batch_size)
     net.load_state_dict(best_state)
     test = evaluate(net, task, "test", cfg.batch_size) if best_epoch < cfg.epochs else final_test
+    hardware = None
+    if hw is not None:
+        hw.finish(net)
+        hardware = hw.report(net, lambda n: evaluate(n, task, "test", cfg.batch_size))
     result = RunResult(
         config=cfg,
         metric=metric.name,
@@ -376,6 +401,7 @@ def train(
         updates=learner.updates,
         wall_seconds=time.perf_counter() - t0,
         out=str(out) if out is not None else None,
+        hardware=hardware,
     )
     if out is not None:
         _write_run(Path(out), result, net, task)
