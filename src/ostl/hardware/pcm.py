@@ -279,8 +279,12 @@ class PCMCrossbar:
             out = self.tile._forward_drift_readout_tensor(reset_if=True)
             self._set_alpha(comp.apply(out, self.baseline).reshape(-1))
 
+    @torch.no_grad()
     def mvm(self, x: Tensor) -> Tensor:
-        """x (..., n_in) -> x @ Wᵀ (..., n_out) through the tile, in x's dtype."""
+        """x (..., n_in) -> x @ Wᵀ (..., n_out) through the tile, in x's dtype.
+
+        Not differentiable: the hardware has no backward pass through the crossbars (the
+        online rules need none; BPTT trains in software, ``pcm_update="offline"``)."""
         lead = x.shape[:-1]
         y = self.tile(x.detach().reshape(-1, x.shape[-1]).to(torch.float32))
         return (y * self.w_max).reshape(*lead, self.shape[0]).to(x.dtype)

@@ -30,7 +30,10 @@ from typing import Any
 
 import torch
 
+from ..errors import UnsupportedError
 from ..layer import Network
+from ..rules.base import Rule
+from ..rules.ostl import TraceRule
 from .pcm import PCMConfig, crossbars, drift_network, map_network
 from .update import SCHEMES, ProgrammingScheme, attach_scheme
 
@@ -69,10 +72,22 @@ class HardwareSession:
         """Whether training runs on the crossbars (hardware in the loop)."""
         return self.update != "offline"
 
-    def attach(self, net: Network, optimizer: torch.optim.Optimizer) -> None:
-        """Before training: map the network and hook the optimizer (online schemes only)."""
+    def attach(self, net: Network, optimizer: torch.optim.Optimizer, rule: Rule) -> None:
+        """Before training: map the network and hook the optimizer (online schemes only).
+
+        Online learning on the crossbars needs a rule whose learning runs on eligibility
+        traces (OSTL, OSTTP, e-prop, SnAp-1, DFA): BPTT and RTRL differentiate through the
+        forward pass, which the crossbars do not offer; train them with ``"offline"``.
+        """
         if not self.online:
             return
+        if not isinstance(rule, TraceRule):
+            raise UnsupportedError(
+                f"{rule.name} cannot learn on the PCM crossbars: it needs a backward pass (or "
+                "forward-mode derivatives) through the analog matrix products. Use a trace "
+                "rule (ostl, osttp, eprop, ...) or pcm_update='offline' (train in software, "
+                "then program)."
+            )
         self._map(net)
         self.scheme = SCHEMES[self.update]()
         self._handles = attach_scheme(net, optimizer, self.scheme)
