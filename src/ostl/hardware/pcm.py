@@ -113,7 +113,7 @@ class PCMConfig:
 
     @classmethod
     def noiseless(cls, quantised: bool = True, **kwargs: Any) -> PCMConfig:
-        """Every noise source and drift off; DAC/ADC quantisation kept unless ``quantised=False``."""
+        """All noise and drift off; DAC/ADC quantisation kept unless ``quantised=False``."""
         base = cls(prog_noise=0.0, read_noise=0.0, drift=0.0, out_noise=0.0, compensation=False)
         if not quantised:
             base = replace(base, ideal_io=True, inp_bits=0, out_bits=0)
