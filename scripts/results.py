@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ostl.bench.sections import keep_sections
 from ostl.compare import format_bytes
 from ostl.rules import RULES
 from ostl.tasks import TASKS
@@ -257,7 +258,10 @@ def write(path: Path, data: dict[str, Any]) -> None:
     }
     blob = json.dumps(slim, separators=(",", ":"))
     parts.append(f"<!-- {DATA_TAG}\n{blob}\n-->\n")
-    path.write_text("\n".join(parts))
+    # Marked sections written by other commands (e.g. the PCM section of
+    # scripts/hardware_results.py) are kept, not lost on rewrite.
+    old = path.read_text() if path.exists() else ""
+    path.write_text(keep_sections("\n".join(parts), old))
 
 
 def main(argv: list[str] | None = None) -> int:
