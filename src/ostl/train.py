@@ -386,7 +386,8 @@ def train(
     hardware = None
     if hw is not None:
         hw.finish(net)
-        hardware = hw.report(net, lambda n: evaluate(n, task, "test", cfg.batch_size))
+        batch_size = cfg.batch_size
+        hardware = hw.report(net, lambda n: evaluate(n, task, "test", batch_size))
     result = RunResult(
         config=cfg,
         metric=metric.name,
