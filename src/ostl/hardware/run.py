@@ -25,7 +25,7 @@ at each.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -94,7 +94,9 @@ class HardwareSession:
 
     def _map(self, net: Network) -> None:
         torch.manual_seed(self.seed)
-        xbars = map_network(net, self.config)
+        # trained weights programmed once will not grow: the full range for them
+        config = self.config if self.online else replace(self.config, headroom=1.0)
+        xbars = map_network(net, config)
         self.program_events += sum(x.weight().numel() for x in xbars.values())
 
     def finish(self, net: Network) -> None:
