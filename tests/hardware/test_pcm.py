@@ -77,7 +77,7 @@ def test_programming_noise_follows_aihwkit_model() -> None:
 def test_drift_grows_with_time_and_compensation_helps() -> None:
     torch.manual_seed(1)
     W = torch.empty(64, 64).uniform_(-1, 1)
-    xbar = PCMCrossbar(W, PCMConfig(prog_noise=0.0, out_noise=0.0, compensation=False))
+    xbar = PCMCrossbar(W, PCMConfig(prog_noise=0.0, out_noise=0.0, compensation=False), w_max=1.0)
     x = torch.rand(256, 64)
     fresh = xbar.mvm(x)
     errors = []
