@@ -20,6 +20,7 @@ __all__ = [
     "NonFiniteError",
     "UnsupportedError",
     "TraceTooLargeError",
+    "CheckpointError",
     "check_tensor",
     "check_finite",
 ]
@@ -51,6 +52,10 @@ class UnsupportedError(OSTLError, NotImplementedError):
 
 class TraceTooLargeError(UnsupportedError, MemoryError):
     """An exact eligibility trace (or an RTRL influence matrix) would not fit the memory limit."""
+
+
+class CheckpointError(OSTLError, ValueError):
+    """A checkpoint is corrupt, truncated, foreign, or does not match the run resuming from it."""
 
 
 def check_tensor(

@@ -47,11 +47,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import DTypeError, ShapeError, UnsupportedError, check_finite
+from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..layer import Network
 from ..traces import NeuronJacobians
 from .base import LossFn, Runner
-from .ostl import OSTLRunner, TraceRule
+from .ostl import OSTLRunner, TraceRule, _fixed, _load_fixed
 
 __all__ = [
     "OSTTP",
@@ -227,7 +227,14 @@ class OSTTPRunner(OSTLRunner):
             )
         if target.dtype != net.dtype:
             raise DTypeError(f"OSTTP: expected {want}, got dtype {target.dtype}")
-        check_finite(target, "target_t")
+        self._finite(target, "target_t")
+
+    def _state_extra(self) -> dict[str, Any]:
+        return {**super()._state_extra(), "projections": _fixed(self.projections)}
+
+    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
+        super()._load_extra(extra, loss_fn)
+        self.projections = _load_fixed(self.projections, extra["projections"], "projections")
 
     def state_tensors(self) -> Iterator[Tensor]:
         yield from super().state_tensors()
