@@ -173,7 +173,7 @@ def _load_file(p: Path) -> dict[str, Any]:
 
 def rng_state() -> dict[str, Any]:
     """The global RNG states of torch (CPU and CUDA), numpy and Python's ``random``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],

@@ -26,7 +26,6 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,15 +35,26 @@ from torch import Tensor
 from tqdm import tqdm
 
 from . import __version__, plots
+from .checkpoint import load_checkpoint, rng_state, set_rng_state
+from .errors import CheckpointError
 from .layer import Layer, Network
 from .learner import Learner
 from .meter import MemoryMeter, StepTimer
+from .resume import Checkpointer, Epoch, Stopped, check_same_config, to_device
 from .rules import BPTT, RULES, Rule, get_rule
+from .rules.base import NONFINITE
 from .tasks import Task, get_task, task_options
 from .tasks.base import SPIKING_CELLS
-from .tasks.data import Batch, as_list
 
-__all__ = ["TrainConfig", "RunResult", "train", "evaluate", "update_every", "SCHEDULES"]
+__all__ = [
+    "TrainConfig",
+    "RunResult",
+    "train",
+    "resume",
+    "evaluate",
+    "update_every",
+    "SCHEDULES",
+]
 
 SCHEDULES = ("online", "sequence")
 
@@ -67,6 +77,7 @@ class TrainConfig:
         device: torch device.
         threads: torch CPU threads (None: leave torch's default).
         task_options: options of the task (e.g. ``{"steps": 30}``).
+        nonfinite: ``"raise"`` or ``"skip"`` updates with NaN/Inf (see :class:`ostl.Learner`).
     """
 
     task: str = "digits"
@@ -82,6 +93,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = 1
     task_options: dict[str, Any] = field(default_factory=dict)
+    nonfinite: str = "raise"
 
     def resolve(self, task: Task) -> TrainConfig:
         """A copy with every None budget field set to the task's default, checked."""
@@ -118,6 +130,8 @@ class TrainConfig:
             isinstance(self.lr, float | int) and 0 < self.lr < math.inf
         ):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.nonfinite not in NONFINITE:
+            raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
 
@@ -156,6 +170,8 @@ class RunResult:
     updates: int
     wall_seconds: float
     out: str | None = None
+    skipped_updates: int = 0  # updates skipped for NaN/Inf (nonfinite="skip")
+    stopped_at_step: int | None = None  # set when stop_after_steps stopped the run
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -188,10 +204,6 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-def _to(batch: Batch, dev: torch.device) -> tuple[Tensor, list[Tensor | None]]:
-    return batch.xs.to(dev), [None if t is None else t.to(dev) for t in as_list(batch.targets)]
-
-
 @torch.no_grad()
 def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
     """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules)."""
@@ -199,7 +211,7 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
     dev = net.device
     state: tuple[Any, ...] | None = None
     for batch in task.eval_batches(split, batch_size):
-        xs, _ = _to(batch, dev)
+        xs, _ = to_device(batch, dev)
         if batch.reset or state is None:
             state = net.init_state(xs.shape[1])
         ys = []
@@ -208,38 +220,6 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
             ys.append(y)
         metric.update(torch.stack(ys), batch)
     return metric.value()
-
-
-class _Epoch:
-    """One training epoch: learner steps over every batch, running loss and metric."""
-
-    def __init__(self, learner: Learner, task: Task, meter: MemoryMeter, timer: StepTimer) -> None:
-        self.learner, self.task, self.meter, self.timer = learner, task, meter, timer
-
-    def run(self, batches: Any, on_batch: Callable[[float, float], None]) -> tuple[float, float]:
-        learner, dev = self.learner, self.learner.net.device
-        metric = self.task.metric()
-        loss_sum, loss_n = 0.0, 0
-        started = False
-        for batch in batches:
-            xs, targets = _to(batch, dev)
-            with self.timer:
-                if batch.reset or not started:
-                    learner.reset(xs.shape[1])
-                    started = True
-                ys = []
-                for x_t, tgt in zip(xs, targets):
-                    with self.meter.step():
-                        ys.append(learner.step(x_t, tgt))
-                r = learner.runner
-                loss_sum, loss_n = loss_sum + r.loss_sum, loss_n + r.n_losses
-                r.loss_sum, r.n_losses = 0.0, 0  # counted; keep the stream's state running
-                learner.end_sequence()
-                self.meter.graph_freed()
-            self.timer.steps += len(xs)
-            metric.update(torch.stack(ys), batch)
-            on_batch(loss_sum / max(loss_n, 1), metric.value())
-        return loss_sum / max(loss_n, 1), metric.value()
 
 
 def _raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | None:
@@ -268,14 +248,28 @@ def _raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | No
     )
 
 
-def _write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
+# -- outputs: every file a run writes goes through these functions ------------------------
+def _write_config(out: Path, cfg: TrainConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    cfg = result.config
     (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(result.history[0]))
+
+
+def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
+    """metrics.csv rewritten whole from the history (so a resumed run stays consistent)."""
+    if not history:
+        return
+    tmp = out / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
-        w.writerows(result.history)
+        w.writerows(history)
+    tmp.replace(out / "metrics.csv")
+
+
+def _write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
+    cfg = result.config
+    _write_config(out, cfg)
+    _write_metrics(out, result.history)
     summary = result.to_json()
     summary["environment"] = {
         "ostl": __version__,
@@ -290,12 +284,45 @@ def _write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
     _raster(net, task, cfg, out / "raster.png")
 
 
+@dataclass
+class _Progress:
+    """What a run carries across epochs (and into its checkpoints)."""
+
+    epoch: int  # the current epoch (1-based)
+    epoch_rng: Tensor  # the data generator's state at the start of ``epoch``
+    history: list[dict[str, float]]
+    best_valid: float | None
+    best_epoch: int
+    best_state: dict[str, Tensor]
+    elapsed: float = 0.0  # wall seconds before this process (resumed runs)
+
+
+def _check_run_options(
+    out: str | Path | None,
+    checkpoint_every: int | None,
+    keep: int,
+    resume: bool,
+    stop_after_steps: int | None,
+) -> None:
+    for name, v in (("checkpoint_every", checkpoint_every), ("stop_after_steps", stop_after_steps)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep <= 0:
+        raise ValueError(f"keep must be a positive int, got {keep!r}")
+    if out is None and (resume or checkpoint_every or stop_after_steps):
+        raise ValueError("checkpoints, resume and stop_after_steps need a run folder (out)")
+
+
 def train(
     cfg: TrainConfig,
     out: str | Path | None = None,
     *,
     progress: bool = True,
     task: Task | None = None,
+    checkpoint_every: int | None = None,
+    keep: int = 3,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
 ) -> RunResult:
     """Train one network with one rule; see the module docstring.
 
@@ -304,11 +331,18 @@ def train(
         out: run folder to write (None: write nothing).
         progress: show tqdm bars (per epoch, and per batch with the running loss and metric).
         task: an already built task matching ``cfg`` (saves reloading data between runs).
+        checkpoint_every: write a checkpoint to ``out/checkpoints`` every this many time steps
+            (and at the end of every epoch); None: no periodic checkpoints.
+        keep: how many checkpoints to keep.
+        resume: continue from the newest checkpoint in ``out/checkpoints`` (same config).
+        stop_after_steps: write a checkpoint and stop after this many time steps in total
+            (``result.stopped_at_step`` is set; resume later with ``resume=True``).
 
     Returns:
         The run's history, test metric, peak held memory and time per step.
     """
     cfg.check()
+    _check_run_options(out, checkpoint_every, keep, resume, stop_after_steps)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     dev = _device(cfg.device)
@@ -323,52 +357,100 @@ def train(
         loss_fn=task.loss_fn,
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr),
         update_every=update_every(rule, cfg.schedule),
+        nonfinite=cfg.nonfinite,
     )
-    meter, timer = MemoryMeter(learner), StepTimer()
-    epoch_runner = _Epoch(learner, task, meter, timer)
     gen = torch.Generator().manual_seed(cfg.seed)
+    run = _Progress(1, gen.get_state(), [], None, 0, copy.deepcopy(net.state_dict()))
+    out = Path(out) if out is not None else None
+    ckpt_dir = out / "checkpoints" if out is not None else Path()
+    saved: dict[str, Any] | None = None
+    if resume:
+        saved = load_checkpoint(ckpt_dir)
+        check_same_config(saved["config"], cfg.to_json(), ckpt_dir)
+        learner.load_state_dict(saved["learner"])
+        run = _Progress(**saved["progress"])
+    elif out is not None:
+        _write_config(out, cfg)
+    meter, timer = MemoryMeter(learner), StepTimer()
+    epoch_loop = Epoch(learner, task, meter, timer)
+    if saved is not None:
+        epoch_loop.load_state_dict(saved["epoch"])
+        meter.peak = int(saved["meter_peak"])
+        timer.steps, timer.seconds = int(saved["timer"][0]), float(saved["timer"][1])
+        set_rng_state(saved["rng"])
     metric = task.metric()
-    history: list[dict[str, float]] = []
-    best_valid: float | None = None
-    best_epoch, best_state = 0, copy.deepcopy(net.state_dict())
-    t0 = time.perf_counter()
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.rule} epochs", disable=not progress)
-    for epoch in epochs:
-        bar = tqdm(
-            task.train_batches(cfg.batch_size, gen),
-            total=task.num_train_batches(cfg.batch_size),
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not progress,
-        )
+    t0 = time.perf_counter() - run.elapsed
 
-        def show(loss: float, value: float, bar: Any = bar) -> None:
-            bar.set_postfix(loss=f"{loss:.4f}", **{metric.name: f"{value:.4f}"})
+    def payload() -> dict[str, Any]:
+        run.elapsed = time.perf_counter() - t0
+        return {
+            "config": cfg.to_json(),
+            "learner": learner.state_dict(),
+            "progress": vars(run),
+            "epoch": epoch_loop.state_dict(),
+            "meter_peak": meter.peak,
+            "timer": [timer.steps, timer.seconds],
+            "rng": rng_state(),
+        }
 
-        train_loss, train_metric = epoch_runner.run(bar, show)
-        valid = evaluate(net, task, "valid", cfg.batch_size)
-        if _better(valid, best_valid, metric.higher_is_better):
-            best_valid, best_epoch, best_state = valid, epoch, copy.deepcopy(net.state_dict())
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_metric": train_metric,
-                "valid_metric": valid,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        epochs.set_postfix(loss=f"{train_loss:.4f}", **{f"valid_{metric.name}": f"{valid:.4f}"})
+    ckpt = None
+    if out is not None and (checkpoint_every or stop_after_steps):
+        ckpt = Checkpointer(ckpt_dir, checkpoint_every, keep, stop_after_steps)
+    epochs = tqdm(range(run.epoch, cfg.epochs + 1), desc=f"{cfg.rule} epochs", disable=not progress)
+    try:
+        for epoch in epochs:
+            gen.set_state(run.epoch_rng)
+            bar = tqdm(
+                task.train_batches(cfg.batch_size, gen),
+                total=task.num_train_batches(cfg.batch_size),
+                initial=epoch_loop.batch,
+                desc=f"epoch {epoch}",
+                leave=False,
+                disable=not progress,
+            )
+
+            def show(loss: float, value: float, bar: Any = bar) -> None:
+                bar.set_postfix(loss=f"{loss:.4f}", **{metric.name: f"{value:.4f}"})
+
+            def after_step() -> None:
+                if ckpt is not None:
+                    ckpt.after_step(learner.steps, payload)
+
+            train_loss, train_metric = epoch_loop.run(bar, show, after_step)
+            valid = evaluate(net, task, "valid", cfg.batch_size)
+            if _better(valid, run.best_valid, metric.higher_is_better):
+                run.best_valid, run.best_epoch = valid, epoch
+                run.best_state = copy.deepcopy(net.state_dict())
+            run.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_metric": train_metric,
+                    "valid_metric": valid,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            epochs.set_postfix(loss=f"{train_loss:.4f}", **{f"valid_{metric.name}": f"{valid:.4f}"})
+            run.epoch, run.epoch_rng = epoch + 1, gen.get_state()
+            epoch_loop.begin()
+            if out is not None:
+                _write_metrics(out, run.history)
+            if ckpt is not None:
+                ckpt.save(payload(), learner.steps)
+    except Stopped as stop:
+        return _stopped(cfg, metric, run, learner, meter, timer, t0, out, stop.step)
     final_test = evaluate(net, task, "test", cfg.batch_size)
-    net.load_state_dict(best_state)
-    test = evaluate(net, task, "test", cfg.batch_size) if best_epoch < cfg.epochs else final_test
+    net.load_state_dict(run.best_state)
+    test = (
+        evaluate(net, task, "test", cfg.batch_size) if run.best_epoch < cfg.epochs else final_test
+    )
     result = RunResult(
         config=cfg,
         metric=metric.name,
         higher_is_better=metric.higher_is_better,
-        history=history,
+        history=run.history,
         test_metric=test,
-        best_epoch=best_epoch,
+        best_epoch=run.best_epoch,
         final_test_metric=final_test,
         peak_bytes=meter.peak,
         seconds_per_step=timer.per_step,
@@ -376,7 +458,54 @@ def train(
         updates=learner.updates,
         wall_seconds=time.perf_counter() - t0,
         out=str(out) if out is not None else None,
+        skipped_updates=learner.skipped,
     )
     if out is not None:
-        _write_run(Path(out), result, net, task)
+        _write_run(out, result, net, task)
     return result
+
+
+def _stopped(
+    cfg: TrainConfig,
+    metric: Any,
+    run: _Progress,
+    learner: Learner,
+    meter: MemoryMeter,
+    timer: StepTimer,
+    t0: float,
+    out: Path | None,
+    step: int,
+) -> RunResult:
+    """The result of a run stopped at ``stop_after_steps`` (no test metric yet)."""
+    if out is not None:
+        _write_metrics(out, run.history)
+    return RunResult(
+        config=cfg,
+        metric=metric.name,
+        higher_is_better=metric.higher_is_better,
+        history=run.history,
+        test_metric=math.nan,
+        best_epoch=run.best_epoch,
+        final_test_metric=math.nan,
+        peak_bytes=meter.peak,
+        seconds_per_step=timer.per_step,
+        steps=timer.steps,
+        updates=learner.updates,
+        wall_seconds=time.perf_counter() - t0,
+        out=str(out) if out is not None else None,
+        skipped_updates=learner.skipped,
+        stopped_at_step=step,
+    )
+
+
+def resume(out: str | Path, *, progress: bool = True, **options: Any) -> RunResult:
+    """Continue the run in folder ``out`` from its newest checkpoint (its config.json).
+
+    ``options`` are :func:`train`'s (``checkpoint_every``, ``keep``, ``stop_after_steps``).
+    """
+    path = Path(out) / "config.json"
+    try:
+        cfg = TrainConfig.from_json(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{path}: cannot read the run's config to resume it: {e}") from None
+    return train(cfg, out, progress=progress, resume=True, **options)

@@ -1,0 +1,192 @@
+"""Soak test of a never-ending stream: the Learner's memory and step time stay flat.
+
+::
+
+    python -m ostl.soak                       # 10⁵ steps per rule; writes BENCHMARKS.md (soak)
+    python -m ostl.soak --steps 20000 --no-write
+
+One stream, never reset: a layer of SNUs (recurrent) under a Readout, a random input and a
+one-hot target at every step, the weights updated every step (online rules) or every 50 steps
+(truncated BPTT), a checkpoint written every ``checkpoint_every`` steps (the newest 2 kept).
+Every ``window`` steps it records the mean time per step, the process's resident memory (RSS)
+and the bytes the rule holds (``Learner.state_bytes``). Flat means: the last window's time per
+step within a small factor of the first's, and RSS and rule memory not growing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import save_checkpoint
+from .layer import Layer, Network, Readout
+from .learner import Learner
+from .rules import BPTT, get_rule
+
+__all__ = ["SoakResult", "soak", "soak_markdown", "main"]
+
+SECTION = "soak"
+
+
+@dataclass
+class SoakResult:
+    """Per-window figures of one soak run (window i covers steps (i-1)·window .. i·window)."""
+
+    rule: str
+    steps: int
+    window: int
+    ms_per_step: list[float] = field(default_factory=list)
+    rss_mib: list[float] = field(default_factory=list)
+    state_bytes: list[int] = field(default_factory=list)
+    checkpoints: int = 0
+    seconds: float = 0.0
+
+    @property
+    def time_ratio(self) -> float:
+        """Last window's time per step over the first's (after one warm-up window)."""
+        first = self.ms_per_step[1] if len(self.ms_per_step) > 2 else self.ms_per_step[0]
+        return self.ms_per_step[-1] / first
+
+    @property
+    def rss_growth_mib(self) -> float:
+        """RSS growth from the end of the first window to the end of the run."""
+        return self.rss_mib[-1] - self.rss_mib[0]
+
+
+def rss_mib() -> float:
+    """Resident memory of this process in MiB (Linux /proc; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def soak(
+    rule: str = "ostl",
+    steps: int = 100_000,
+    *,
+    window: int = 1000,
+    hidden: int = 64,
+    n_in: int = 32,
+    n_out: int = 10,
+    batch_size: int = 8,
+    checkpoint_every: int | None = 10_000,
+    seed: int = 0,
+) -> SoakResult:
+    """Run one stream of ``steps`` steps; see the module docstring."""
+    if steps < window or window <= 0:
+        raise ValueError(f"steps ({steps}) must be at least one window ({window}), window > 0")
+    torch.manual_seed(seed)
+    net = Network([Layer(n_in, hidden, "snu", recurrent=True), Readout(hidden, n_out)])
+    r = get_rule(rule)
+    learner = Learner(
+        net,
+        r,
+        loss_fn=lambda y, t: ((y - t) ** 2).mean(),
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-4),
+        update_every=50 if isinstance(r, BPTT) else 1,
+    )
+    learner.reset(batch_size)
+    gen = torch.Generator().manual_seed(seed)
+    eye = torch.eye(n_out)
+    res = SoakResult(rule=rule, steps=steps, window=window)
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as ckpt:
+        t0 = time.perf_counter()
+        for step in range(1, steps + 1):
+            x = (torch.rand(batch_size, n_in, generator=gen) < 0.2).float()
+            y = eye[torch.randint(n_out, (batch_size,), generator=gen)]
+            learner.step(x, y)
+            if checkpoint_every and step % checkpoint_every == 0:
+                save_checkpoint(ckpt, {"learner": learner.state_dict()}, step=step, keep=2)
+                res.checkpoints += 1
+            if step % window == 0:
+                t1 = time.perf_counter()
+                res.ms_per_step.append((t1 - t0) / window * 1e3)
+                res.rss_mib.append(rss_mib())
+                res.state_bytes.append(learner.state_bytes())
+                t0 = time.perf_counter()
+    res.seconds = time.perf_counter() - t_start
+    return res
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    )
+
+
+def soak_markdown(results: Sequence[SoakResult], command: str) -> str:
+    """The BENCHMARKS.md section: one row per rule, with the command and the machine."""
+    lines = [
+        "## Soak: a never-ending stream (memory and step time stay flat)",
+        "",
+        f"Command: `{command}`. Machine: {_machine()}.",
+        "",
+        "One stream, never reset: recurrent SNU layer (32 → 64) + Readout (10), batch 8, a target "
+        "and an Adam update every step (truncated BPTT: every 50 steps), a checkpoint every "
+        "10⁴ steps. Time per step: mean over a window of 1000 steps; first = the second window "
+        "(the first warms up). RSS: resident memory of the process.",
+        "",
+        "| rule | steps | ms/step first | ms/step last | last/first | RSS first (MiB) | "
+        "RSS last (MiB) | RSS growth (MiB) | rule memory first → last (bytes) | wall (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in results:
+        first = r.ms_per_step[1] if len(r.ms_per_step) > 2 else r.ms_per_step[0]
+        lines.append(
+            f"| {r.rule} | {r.steps} | {first:.3f} | {r.ms_per_step[-1]:.3f} | "
+            f"{r.time_ratio:.2f} | {r.rss_mib[0]:.1f} | {r.rss_mib[-1]:.1f} | "
+            f"{r.rss_growth_mib:+.1f} | {r.state_bytes[0]} → {r.state_bytes[-1]} | "
+            f"{r.seconds:.0f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ostl.soak", description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--rules", default="ostl,osttp,bptt")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="BENCHMARKS.md", help="file whose 'soak' section is written")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    args = p.parse_args(argv)
+    if args.steps < 1000:
+        p.error(f"--steps must be at least 1000 (one window), got {args.steps}")
+    torch.set_num_threads(args.threads)
+    results = []
+    for rule in [r.strip() for r in args.rules.split(",") if r.strip()]:
+        results.append(soak(rule, args.steps))
+        print(soak_markdown(results[-1:], "").splitlines()[-2], flush=True)
+    cmd = f"python -m ostl.soak --steps {args.steps} --rules {args.rules}"
+    md = soak_markdown(results, cmd)
+    print(md)
+    if not args.no_write:
+        from .bench.sections import write_section
+
+        write_section(args.out, SECTION, md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
