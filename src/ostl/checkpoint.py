@@ -153,7 +153,9 @@ def _load_file(p: Path) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: we raise anyway
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, unsafe globals, I/O error
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(

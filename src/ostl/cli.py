@@ -5,6 +5,8 @@
     ostl list
     ostl train --task digits --cell snu --rule ostl --hidden 128 --epochs 10 --out runs/x
     ostl train --config runs/x/config.json          # rerun a run from its folder
+    ostl train ... --out runs/x --checkpoint-every 500 --keep 3
+    ostl train --resume runs/x                      # continue from the newest checkpoint
     ostl compare --task digits --rules bptt,ostl,osttp [--quick]
 
 Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
@@ -53,6 +55,16 @@ def _positive_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
+
+
+def _nonnegative(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s}")
     return v
 
 
@@ -111,7 +123,7 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
         cfg = TrainConfig()
     given = {
         k: getattr(args, k)
-        for k in (*_BUDGET, "task", "device", "threads")
+        for k in (*_BUDGET, "task", "device", "threads", "nonfinite")
         if getattr(args, k, None) is not None
     }
     if getattr(args, "rule", None) is not None:
@@ -141,16 +153,59 @@ def _default_out(*parts: str) -> Path:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .compare import format_table
-    from .train import train
+    from .train import resume, train
 
-    cfg = _config(args)
-    if cfg.rule not in RULES:
-        raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
-    out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
-    result = train(cfg, out, progress=not args.no_progress)
+    ckpt = {
+        "checkpoint_every": args.checkpoint_every,
+        "keep": args.keep,
+        "stop_after_steps": args.stop_after_steps,
+    }
+    if args.resume:
+        out = _resume_dir(args)
+        result = resume(out, progress=not args.no_progress, **ckpt)
+    else:
+        cfg = _config(args)
+        if cfg.rule not in RULES:
+            raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
+        out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"--out {out}: exists and is not a folder")
+        if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+            raise CLIError(
+                f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
+                "choose another folder"
+            )
+        result = train(cfg, out, progress=not args.no_progress, **ckpt)
+    if result.stopped_at_step is not None:
+        print(
+            f"stopped after step {result.stopped_at_step}; checkpoint in {out / 'checkpoints'}; "
+            f"continue with: ostl train --resume {out}"
+        )
+        return 0
     print(format_table([result]))
+    if result.skipped_updates:
+        print(f"skipped {result.skipped_updates} update(s) with NaN/Inf (--nonfinite skip)")
     print(f"run folder: {out}")
     return 0
+
+
+def _resume_dir(args: argparse.Namespace) -> Path:
+    """The run folder of --resume, checked; no run option may be given with it."""
+    given = [
+        "--" + k.replace("_", "-")
+        for k in (*_BUDGET, "task", "device", "threads", "nonfinite", "rule", "config", "out")
+        if getattr(args, k, None) is not None
+    ] + (["--task-opt"] if args.task_opt else [])
+    if given:
+        raise CLIError(
+            f"--resume continues a run with its own config.json: drop {', '.join(given)}"
+        )
+    out = Path(args.resume)
+    if not out.is_dir():
+        raise CLIError(f"--resume {out}: no such run folder")
+    if not (out / "config.json").is_file():
+        raise CLIError(f"--resume {out}: no config.json (not a run folder written by ostl train)")
+    return out
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -198,7 +253,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="online: online rules update every step, BPTT every sequence (default); "
         "sequence: every rule once per sequence",
     )
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_nonnegative)
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--threads", type=_positive, help="torch CPU threads (default 1)")
     p.add_argument(
@@ -210,6 +265,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", help="output folder (default runs/<name>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--nonfinite",
+        choices=("raise", "skip"),
+        help="NaN/Inf in inputs, signals or gradients: stop with an error naming the step "
+        "(raise, default) or skip that update and count it (skip)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,6 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rule", help="learning rule (default ostl)")
     t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
     _add_run_options(t)
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument(
+        "--checkpoint-every",
+        dest="checkpoint_every",
+        type=_positive,
+        metavar="N",
+        help="write a checkpoint every N time steps (and at every epoch end) to OUT/checkpoints",
+    )
+    t.add_argument("--keep", type=_positive, default=3, help="checkpoints to keep (default 3)")
+    t.add_argument(
+        "--stop-after-steps",
+        dest="stop_after_steps",
+        type=_positive,
+        metavar="N",
+        help="write a checkpoint and stop after N time steps (continue with --resume)",
+    )
     t.set_defaults(func=_cmd_train)
     c = sub.add_parser("compare", help="train the same network with several rules, side by side")
     c.add_argument("--rules", help="comma-separated rules (default bptt,ostl,osttp)")
@@ -250,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (CLIError, OSTLError, MissingDependencyError, ValueError) as e:
+    except (CLIError, OSTLError, MissingDependencyError, ValueError, OSError) as e:
         print(f"ostl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ place a training run writes checkpoints.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from .meter import MemoryMeter, StepTimer
 from .tasks import Task
 from .tasks.data import Batch, as_list
 
-__all__ = ["Epoch", "Checkpointer", "Stopped", "to_device"]
+__all__ = ["Epoch", "Checkpointer", "Stopped", "Progress", "to_device", "check_run_options"]
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -153,3 +154,32 @@ def check_same_config(saved: dict[str, Any], now: dict[str, Any], where: Path) -
         raise CheckpointError(
             f"{where}: the checkpoint was written by a run with another configuration ({detail})"
         )
+
+
+@dataclass
+class Progress:
+    """What a run carries across epochs (and into its checkpoints)."""
+
+    epoch: int  # the current epoch (1-based)
+    epoch_rng: Tensor  # the data generator's state at the start of ``epoch``
+    history: list[dict[str, float]]
+    best_valid: float | None
+    best_epoch: int
+    best_state: dict[str, Tensor]
+    elapsed: float = 0.0  # wall seconds before this process (resumed runs)
+
+
+def check_run_options(
+    out: str | Path | None,
+    checkpoint_every: int | None,
+    keep: int,
+    resume: bool,
+    stop_after_steps: int | None,
+) -> None:
+    for name, v in (("checkpoint_every", checkpoint_every), ("stop_after_steps", stop_after_steps)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep <= 0:
+        raise ValueError(f"keep must be a positive int, got {keep!r}")
+    if out is None and (resume or checkpoint_every or stop_after_steps):
+        raise ValueError("checkpoints, resume and stop_after_steps need a run folder (out)")

@@ -21,30 +21,34 @@ networks, ``raster.png``.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
-from . import __version__, plots
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .errors import CheckpointError
-from .layer import Layer, Network
+from .layer import Network
 from .learner import Learner
 from .meter import MemoryMeter, StepTimer
-from .resume import Checkpointer, Epoch, Stopped, check_same_config, to_device
+from .outputs import write_config, write_metrics, write_run
+from .resume import (
+    Checkpointer,
+    Epoch,
+    Progress,
+    Stopped,
+    check_run_options,
+    check_same_config,
+    to_device,
+)
 from .rules import BPTT, RULES, Rule, get_rule
 from .rules.base import NONFINITE
 from .tasks import Task, get_task, task_options
-from .tasks.base import SPIKING_CELLS
 
 __all__ = [
     "TrainConfig",
@@ -222,97 +226,6 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
     return metric.value()
 
 
-def _raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | None:
-    """Spike raster of the first test sample, when the hidden layers spike."""
-    if cfg.cell not in SPIKING_CELLS:
-        return None
-    batch = next(iter(task.eval_batches("test", 1)))
-    xs = batch.xs.to(net.device)
-    state = net.init_state(1)
-    outs: list[list[Tensor]] = [[] for _ in net.layers]
-    with torch.no_grad():
-        for x in xs:
-            new = []
-            for i, (layer, s) in enumerate(zip(net.layers, state)):
-                x, s = layer(x, s)
-                outs[i].append(x[0])
-                new.append(s)
-            state = tuple(new)
-    idx = [i for i, layer in enumerate(net.layers) if isinstance(layer, Layer)]
-    return plots.spike_raster(
-        batch.xs[:, 0],
-        [torch.stack(outs[i]) for i in idx],
-        [f"layer {i} ({cfg.cell})" for i in idx],
-        f"{cfg.task}, {cfg.rule}: one test sample after training",
-        path,
-    )
-
-
-# -- outputs: every file a run writes goes through these functions ------------------------
-def _write_config(out: Path, cfg: TrainConfig) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-
-
-def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
-    """metrics.csv rewritten whole from the history (so a resumed run stays consistent)."""
-    if not history:
-        return
-    tmp = out / "metrics.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-    tmp.replace(out / "metrics.csv")
-
-
-def _write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
-    cfg = result.config
-    _write_config(out, cfg)
-    _write_metrics(out, result.history)
-    summary = result.to_json()
-    summary["environment"] = {
-        "ostl": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.platform(),
-        "threads": torch.get_num_threads(),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    title = f"{cfg.task}: {cfg.rule}, {cfg.cell} {list(cfg.hidden or ())}, seed {cfg.seed}"
-    plots.learning_curves(result.history, result.metric, title, out / "learning_curves.png")
-    _raster(net, task, cfg, out / "raster.png")
-
-
-@dataclass
-class _Progress:
-    """What a run carries across epochs (and into its checkpoints)."""
-
-    epoch: int  # the current epoch (1-based)
-    epoch_rng: Tensor  # the data generator's state at the start of ``epoch``
-    history: list[dict[str, float]]
-    best_valid: float | None
-    best_epoch: int
-    best_state: dict[str, Tensor]
-    elapsed: float = 0.0  # wall seconds before this process (resumed runs)
-
-
-def _check_run_options(
-    out: str | Path | None,
-    checkpoint_every: int | None,
-    keep: int,
-    resume: bool,
-    stop_after_steps: int | None,
-) -> None:
-    for name, v in (("checkpoint_every", checkpoint_every), ("stop_after_steps", stop_after_steps)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep <= 0:
-        raise ValueError(f"keep must be a positive int, got {keep!r}")
-    if out is None and (resume or checkpoint_every or stop_after_steps):
-        raise ValueError("checkpoints, resume and stop_after_steps need a run folder (out)")
-
-
 def train(
     cfg: TrainConfig,
     out: str | Path | None = None,
@@ -342,7 +255,7 @@ def train(
         The run's history, test metric, peak held memory and time per step.
     """
     cfg.check()
-    _check_run_options(out, checkpoint_every, keep, resume, stop_after_steps)
+    check_run_options(out, checkpoint_every, keep, resume, stop_after_steps)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     dev = _device(cfg.device)
@@ -360,7 +273,7 @@ def train(
         nonfinite=cfg.nonfinite,
     )
     gen = torch.Generator().manual_seed(cfg.seed)
-    run = _Progress(1, gen.get_state(), [], None, 0, copy.deepcopy(net.state_dict()))
+    run = Progress(1, gen.get_state(), [], None, 0, copy.deepcopy(net.state_dict()))
     out = Path(out) if out is not None else None
     ckpt_dir = out / "checkpoints" if out is not None else Path()
     saved: dict[str, Any] | None = None
@@ -368,9 +281,9 @@ def train(
         saved = load_checkpoint(ckpt_dir)
         check_same_config(saved["config"], cfg.to_json(), ckpt_dir)
         learner.load_state_dict(saved["learner"])
-        run = _Progress(**saved["progress"])
+        run = Progress(**saved["progress"])
     elif out is not None:
-        _write_config(out, cfg)
+        write_config(out, cfg)
     meter, timer = MemoryMeter(learner), StepTimer()
     epoch_loop = Epoch(learner, task, meter, timer)
     if saved is not None:
@@ -434,59 +347,45 @@ def train(
             run.epoch, run.epoch_rng = epoch + 1, gen.get_state()
             epoch_loop.begin()
             if out is not None:
-                _write_metrics(out, run.history)
+                write_metrics(out, run.history)
             if ckpt is not None:
                 ckpt.save(payload(), learner.steps)
     except Stopped as stop:
-        return _stopped(cfg, metric, run, learner, meter, timer, t0, out, stop.step)
+        if out is not None:
+            write_metrics(out, run.history)
+        return _result(cfg, metric, run, learner, meter, timer, t0, out, stopped_at=stop.step)
     final_test = evaluate(net, task, "test", cfg.batch_size)
     net.load_state_dict(run.best_state)
     test = (
         evaluate(net, task, "test", cfg.batch_size) if run.best_epoch < cfg.epochs else final_test
     )
-    result = RunResult(
-        config=cfg,
-        metric=metric.name,
-        higher_is_better=metric.higher_is_better,
-        history=run.history,
-        test_metric=test,
-        best_epoch=run.best_epoch,
-        final_test_metric=final_test,
-        peak_bytes=meter.peak,
-        seconds_per_step=timer.per_step,
-        steps=timer.steps,
-        updates=learner.updates,
-        wall_seconds=time.perf_counter() - t0,
-        out=str(out) if out is not None else None,
-        skipped_updates=learner.skipped,
-    )
+    result = _result(cfg, metric, run, learner, meter, timer, t0, out, (test, final_test))
     if out is not None:
-        _write_run(out, result, net, task)
+        write_run(out, result, net, task)
     return result
 
 
-def _stopped(
+def _result(
     cfg: TrainConfig,
     metric: Any,
-    run: _Progress,
+    run: Progress,
     learner: Learner,
     meter: MemoryMeter,
     timer: StepTimer,
     t0: float,
     out: Path | None,
-    step: int,
+    tests: tuple[float, float] = (math.nan, math.nan),
+    stopped_at: int | None = None,
 ) -> RunResult:
-    """The result of a run stopped at ``stop_after_steps`` (no test metric yet)."""
-    if out is not None:
-        _write_metrics(out, run.history)
+    """The RunResult; a run stopped at ``stop_after_steps`` has no test metric yet (nan)."""
     return RunResult(
         config=cfg,
         metric=metric.name,
         higher_is_better=metric.higher_is_better,
         history=run.history,
-        test_metric=math.nan,
+        test_metric=tests[0],
         best_epoch=run.best_epoch,
-        final_test_metric=math.nan,
+        final_test_metric=tests[1],
         peak_bytes=meter.peak,
         seconds_per_step=timer.per_step,
         steps=timer.steps,
@@ -494,7 +393,7 @@ def _stopped(
         wall_seconds=time.perf_counter() - t0,
         out=str(out) if out is not None else None,
         skipped_updates=learner.skipped,
-        stopped_at_step=step,
+        stopped_at_step=stopped_at,
     )
 
 
