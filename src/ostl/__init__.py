@@ -7,10 +7,12 @@ Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Ne
 
 from __future__ import annotations
 
-from . import cells, errors, rules, surrogate, traces
+from . import cells, checkpoint, errors, rules, surrogate, traces
 from .api import Comparison, compare_to_bptt, gradients
 from .cells import CELLS
+from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import (
+    CheckpointError,
     DeviceError,
     DTypeError,
     NonFiniteError,
@@ -54,4 +56,8 @@ __all__ = [
     "NonFiniteError",
     "UnsupportedError",
     "TraceTooLargeError",
+    "CheckpointError",
+    "checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
 ]

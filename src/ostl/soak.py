@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for rule in [r.strip() for r in args.rules.split(",") if r.strip()]:
         results.append(soak(rule, args.steps))
-        print(soak_markdown(results[-1:], "").splitlines()[-2], flush=True)
+        print(soak_markdown(results[-1:], "").splitlines()[-1], flush=True)
     cmd = f"python -m ostl.soak --steps {args.steps} --rules {args.rules}"
     md = soak_markdown(results, cmd)
     print(md)

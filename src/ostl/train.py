@@ -278,6 +278,8 @@ def train(
     ckpt_dir = out / "checkpoints" if out is not None else Path()
     saved: dict[str, Any] | None = None
     if resume:
+        if not ckpt_dir.is_dir():
+            raise CheckpointError(f"{out}: no checkpoint to resume (no folder {ckpt_dir.name}/)")
         saved = load_checkpoint(ckpt_dir)
         check_same_config(saved["config"], cfg.to_json(), ckpt_dir)
         learner.load_state_dict(saved["learner"])
