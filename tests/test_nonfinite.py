@@ -101,11 +101,10 @@ def test_skip_counts_and_keeps_the_weights_finite(rule: ostl.rules.Rule) -> None
 
 
 def test_train_skip_writes_no_poisoned_checkpoint(tmp_path: Path) -> None:
+    from ostl.tasks import get_task
     from ostl.train import TrainConfig, train
 
     from .test_resume_train import TINY
-
-    from ostl.tasks import get_task
 
     task = get_task("digits", **TINY.task_options)
     original = task.train_batches
