@@ -18,6 +18,7 @@ from .errors import (
     NonFiniteError,
     OSTLError,
     ShapeError,
+    TargetError,
     TraceTooLargeError,
     UnsupportedError,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "UnsupportedError",
     "TraceTooLargeError",
     "CheckpointError",
+    "TargetError",
     "checkpoint",
     "save_checkpoint",
     "load_checkpoint",

@@ -21,6 +21,7 @@ __all__ = [
     "UnsupportedError",
     "TraceTooLargeError",
     "CheckpointError",
+    "TargetError",
     "check_tensor",
     "check_finite",
 ]
@@ -52,6 +53,10 @@ class UnsupportedError(OSTLError, NotImplementedError):
 
 class TraceTooLargeError(UnsupportedError, MemoryError):
     """An exact eligibility trace (or an RTRL influence matrix) would not fit the memory limit."""
+
+
+class TargetError(OSTLError, ValueError):
+    """A target does not fit the loss function or the rule (wrong kind, shape or dtype)."""
 
 
 class CheckpointError(OSTLError, ValueError):

@@ -41,13 +41,22 @@ from ..errors import (
     CheckpointError,
     OSTLError,
     ShapeError,
+    TargetError,
     UnsupportedError,
     check_finite,
     check_tensor,
 )
 from ..layer import Layer, Network, Readout
 
-__all__ = ["Rule", "Runner", "LossFn", "NONFINITE", "pack_state", "unpack_state"]
+__all__ = [
+    "Rule",
+    "Runner",
+    "LossFn",
+    "NONFINITE",
+    "call_loss",
+    "pack_state",
+    "unpack_state",
+]
 
 LossFn = Callable[[Tensor, Any], Tensor]
 
@@ -250,9 +259,7 @@ class Runner(abc.ABC):
         """L = ∂E_t/∂y_t for the network output y (B, n_out); records E_t."""
 
         def loss(y: Tensor) -> Tensor:
-            e = loss_fn(y, target)
-            _check_loss(e)
-            return e
+            return call_loss(loss_fn, y, target)
 
         # plain autograd: a third of torch.func.grad_and_value's per-call overhead here
         with torch.enable_grad():
@@ -282,6 +289,28 @@ def _check_target(target: Any, batch_size: int, device: torch.device) -> None:
         )
     if target.device != device:
         raise ShapeError(f"target_t: expected a tensor on {device}, got {target.device}")
+
+
+def call_loss(loss_fn: LossFn, y: Tensor, target: Any) -> Tensor:
+    """``loss_fn(y, target)``, checked: a loss that fails on the target is the user's error."""
+    try:
+        e = loss_fn(y, target)
+    except OSTLError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        t = (
+            f"{tuple(target.shape)} {target.dtype}"
+            if isinstance(target, Tensor)
+            else type(target).__name__
+        )
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TargetError(
+            f"loss_fn(y_t, target_t) failed for y_t {tuple(y.shape)} {y.dtype} and target_t "
+            f"{t}: {msg}. Check that the targets are of the kind the loss expects (e.g. class "
+            "indices or one-hot vectors of the network's output size)."
+        ) from err
+    _check_loss(e)
+    return e
 
 
 def _check_loss(e: Any) -> None:

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..errors import UnsupportedError
 from ..layer import Network
-from .base import LossFn, Rule, Runner, _check_loss, pack_state, unpack_state
+from .base import LossFn, Rule, Runner, call_loss, pack_state, unpack_state
 
 __all__ = ["BPTT"]
 
@@ -84,8 +84,7 @@ class BPTTRunner(Runner):
         with torch.enable_grad():
             y, self._state = self._forward(x_t, self._state)
             if target_t is not None:
-                e = loss_fn(y, target_t)
-                _check_loss(e)
+                e = call_loss(loss_fn, y, target_t)
                 if record:
                     self._record_loss(e.detach())
                 self._loss = e if self._loss is None else self._loss + e
