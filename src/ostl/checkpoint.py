@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, NonFiniteError
+from .errors import CheckpointError, NonFiniteError, OptionError
 
 __all__ = [
     "CheckpointError",
@@ -88,9 +88,9 @@ def save_checkpoint(
         The path written.
     """
     if not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be a positive int, got {keep!r}")
+        raise OptionError(f"keep must be a positive int, got {keep!r}")
     if not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be a non-negative int, got {step!r}")
+        raise OptionError(f"step must be a non-negative int, got {step!r}")
     if require_finite:
         bad = [n for n, t in _tensors("", payload) if t.is_floating_point() and not _finite(t)]
         if bad:

@@ -22,6 +22,7 @@ __all__ = [
     "TraceTooLargeError",
     "CheckpointError",
     "TargetError",
+    "OptionError",
     "check_tensor",
     "check_finite",
 ]
@@ -53,6 +54,10 @@ class UnsupportedError(OSTLError, NotImplementedError):
 
 class TraceTooLargeError(UnsupportedError, MemoryError):
     """An exact eligibility trace (or an RTRL influence matrix) would not fit the memory limit."""
+
+
+class OptionError(OSTLError, ValueError):
+    """An option or argument is out of range or of the wrong kind (e.g. ``update_every=0``)."""
 
 
 class TargetError(OSTLError, ValueError):

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, NonFiniteError
+from .errors import CheckpointError, NonFiniteError, OptionError
 from .layer import Network
 from .rules import LossFn, Rule, get_rule
 from .rules.base import NONFINITE
@@ -75,11 +75,11 @@ class Learner:
         if update_every is not None and (
             not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
         ):
-            raise ValueError(f"update_every must be a positive int or None, got {update_every!r}")
+            raise OptionError(f"update_every must be a positive int or None, got {update_every!r}")
         if not callable(loss_fn):
             raise TypeError("loss_fn must be callable: loss_fn(y_t, target_t) -> scalar")
         if nonfinite not in NONFINITE:
-            raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
+            raise OptionError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -99,7 +99,7 @@ class Learner:
         self.unlocked = bool(unlocked)
         if self.unlocked:
             if update_every != 1:
-                raise ValueError(
+                raise OptionError(
                     "unlocked=True applies each layer's update right after its own step: it "
                     f"needs update_every=1, got {update_every!r}"
                 )

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import save_checkpoint
-from .errors import CheckpointError
+from .errors import CheckpointError, OptionError
 from .learner import Learner
 from .meter import MemoryMeter, StepTimer
 from .tasks import Task
@@ -178,8 +178,8 @@ def check_run_options(
 ) -> None:
     for name, v in (("checkpoint_every", checkpoint_every), ("stop_after_steps", stop_after_steps)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-            raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+            raise OptionError(f"{name} must be a positive int or None, got {v!r}")
     if not isinstance(keep, int) or isinstance(keep, bool) or keep <= 0:
-        raise ValueError(f"keep must be a positive int, got {keep!r}")
+        raise OptionError(f"keep must be a positive int, got {keep!r}")
     if out is None and (resume or checkpoint_every or stop_after_steps):
-        raise ValueError("checkpoints, resume and stop_after_steps need a run folder (out)")
+        raise OptionError("checkpoints, resume and stop_after_steps need a run folder (out)")

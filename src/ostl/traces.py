@@ -40,7 +40,7 @@ from torch import Tensor
 
 from .cells import Cell
 from .cells.base import NeuronJacobians
-from .errors import CheckpointError, TraceTooLargeError
+from .errors import CheckpointError, OptionError, TraceTooLargeError
 from .layer import Layer
 
 __all__ = [
@@ -438,7 +438,7 @@ class FactorisedTrace(LayerTrace):
     def __init__(self, layer: Layer, batch_size: int, dtype: torch.dtype, device: torch.device):
         alpha = layer.cell.factorised_decay()
         if alpha is None or not FactorisedTrace.applies(layer):
-            raise ValueError(f"{type(layer.cell).__name__} does not factorise (see applies())")
+            raise OptionError(f"{type(layer.cell).__name__} does not factorise (see applies())")
         self.alpha = alpha
         self.mem = 1 - layer.cell.output_index()  # the memory variable (k = 2)
         super().__init__(layer, batch_size, dtype, device)

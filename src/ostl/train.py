@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .errors import CheckpointError
+from .errors import CheckpointError, OptionError
 from .layer import Network
 from .learner import Learner
 from .meter import MemoryMeter, StepTimer
@@ -119,25 +119,25 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ValueError naming the first bad field."""
         if self.rule.lower() not in RULES:
-            raise ValueError(f"unknown rule {self.rule!r}: expected one of {', '.join(RULES)}")
+            raise OptionError(f"unknown rule {self.rule!r}: expected one of {', '.join(RULES)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise OptionError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise OptionError(f"{name} must be a positive integer, got {v!r}")
         if self.hidden is not None and (
             not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden)
         ):
-            raise ValueError(f"hidden must be positive layer sizes, got {self.hidden!r}")
+            raise OptionError(f"hidden must be positive layer sizes, got {self.hidden!r}")
         if self.lr is not None and not (
             isinstance(self.lr, float | int) and 0 < self.lr < math.inf
         ):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            raise OptionError(f"lr must be a positive number, got {self.lr!r}")
         if self.nonfinite not in NONFINITE:
-            raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
+            raise OptionError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.threads is not None and self.threads <= 0:
-            raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
+            raise OptionError(f"threads must be a positive integer, got {self.threads!r}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,7 +150,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+            raise OptionError(f"config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
         d = dict(d)
         if d.get("hidden") is not None:
             d["hidden"] = tuple(d["hidden"])
@@ -202,9 +202,9 @@ def _device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: expected e.g. 'cpu' or 'cuda'") from None
+        raise OptionError(f"unknown device {name!r}: expected e.g. 'cpu' or 'cuda'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here")
+        raise OptionError(f"device {name!r} requested but CUDA is not available here")
     return dev
 
 

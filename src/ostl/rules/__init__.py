@@ -6,6 +6,7 @@ from .base import LossFn, Rule, Runner
 from .bptt import BPTT
 from .dfa import DFA
 from .eprop import EProp
+from .errors import OptionError
 from .ostl import OSTL, TraceRule
 from .osttp import OSTTP
 from .rtrl import RTRL
@@ -45,4 +46,4 @@ def get_rule(rule: str | Rule) -> Rule:
         return rule
     if isinstance(rule, str) and rule.lower() in RULES:
         return RULES[rule.lower()]()
-    raise ValueError(f"unknown rule {rule!r}: expected one of {sorted(RULES)} or a Rule instance")
+    raise OptionError(f"unknown rule {rule!r}: expected one of {sorted(RULES)} or a Rule instance")

@@ -47,6 +47,7 @@ from ..errors import (
     check_tensor,
 )
 from ..layer import Layer, Network, Readout
+from .errors import OptionError
 
 __all__ = [
     "Rule",
@@ -140,7 +141,7 @@ class Runner(abc.ABC):
     def reset(self, batch_size: int) -> None:
         """Start a new batch of sequences: resting network state, zero traces."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise OptionError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size
         self.steps = 0
         self.loss_sum, self.n_losses = 0.0, 0
@@ -238,13 +239,20 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def _step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor: ...
 
-    @abc.abstractmethod
     def _state_extra(self) -> dict[str, Any]:
-        """The rule's own part of :meth:`state_dict` (state, traces, ...), after a reset."""
+        """The rule's own part of :meth:`state_dict` (state, traces, ...), after a reset.
 
-    @abc.abstractmethod
+        Every runner here implements it; a runner written elsewhere that does not cannot be
+        checkpointed (everything else still works).
+        """
+        raise UnsupportedError(
+            f"{type(self).__name__} does not implement _state_extra/_load_extra: it cannot be "
+            "checkpointed (see docs/extending.md)"
+        )
+
     def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
         """Inverse of :meth:`_state_extra`, called right after ``reset(batch_size)``."""
+        self._state_extra()  # the same error
 
     def _finite(self, x: Tensor, name: str) -> None:
         """Raise NonFiniteError naming ``name`` and the step, unless the policy is "skip"."""

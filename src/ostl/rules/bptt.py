@@ -26,6 +26,7 @@ from torch import Tensor
 from ..errors import UnsupportedError
 from ..layer import Network
 from .base import LossFn, Rule, Runner, call_loss, pack_state, unpack_state
+from .errors import OptionError
 
 __all__ = ["BPTT"]
 
@@ -41,7 +42,7 @@ class BPTT(Rule):
 
     def __init__(self, truncation: int | None = None, detach_above: int | None = None) -> None:
         if truncation is not None and (not isinstance(truncation, int) or truncation <= 0):
-            raise ValueError(f"truncation must be a positive int or None, got {truncation!r}")
+            raise OptionError(f"truncation must be a positive int or None, got {truncation!r}")
         self.truncation = truncation
         self.detach_above = detach_above
 

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..errors import UnsupportedError
 from ..layer import Network, Readout
+from .errors import OptionError
 from .ostl import OSTLRunner, TraceRule, random_feedback
 
 __all__ = ["EProp", "EPropRunner"]
@@ -67,7 +68,7 @@ class EProp(TraceRule):
 
     def __init__(self, feedback: str = "symmetric", seed: int = 0) -> None:
         if feedback not in FEEDBACK:
-            raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
+            raise OptionError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
         self.feedback = feedback
         self.seed = seed
 

@@ -44,6 +44,7 @@ from ..traces import (
     neuron_jacobians,
 )
 from .base import LossFn, Rule, Runner, pack_state, unpack_state
+from .errors import OptionError
 
 __all__ = ["TraceRule", "OSTL", "OSTLRunner", "random_feedback"]
 
@@ -80,10 +81,10 @@ class TraceRule(Rule):
     def set_trace_options(self, jacobians: str, trace_dtype: torch.dtype | None) -> None:
         """Check and set :attr:`jacobians` and :attr:`trace_dtype`."""
         if jacobians not in ("auto", "derived"):
-            raise ValueError(f"jacobians must be 'auto' or 'derived', got {jacobians!r}")
+            raise OptionError(f"jacobians must be 'auto' or 'derived', got {jacobians!r}")
         if trace_dtype is not None and trace_dtype not in TRACE_DTYPES:
             names = ", ".join(str(d) for d in TRACE_DTYPES)
-            raise ValueError(f"trace_dtype must be None or one of {names}, got {trace_dtype!r}")
+            raise OptionError(f"trace_dtype must be None or one of {names}, got {trace_dtype!r}")
         self.jacobians = jacobians
         self.trace_dtype = trace_dtype
 
@@ -128,9 +129,9 @@ class OSTL(TraceRule):
         trace_dtype: torch.dtype | None = None,
     ) -> None:
         if recurrence not in ("exact", "diagonal"):
-            raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
+            raise OptionError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
         if feedback not in ("weights", "random"):
-            raise ValueError(f"feedback must be 'weights' or 'random', got {feedback!r}")
+            raise OptionError(f"feedback must be 'weights' or 'random', got {feedback!r}")
         self.set_trace_options(jacobians, trace_dtype)
         self.recurrence = recurrence
         self.feedback = feedback
@@ -163,7 +164,7 @@ class OSTLRunner(Runner):
         net, dtype = self.net, self.rule.trace_dtype or self.net.dtype
         if self.rule.recurrence == "exact" and layer.recurrent:
             if dtype != net.dtype:
-                raise ValueError(
+                raise OptionError(
                     f"trace_dtype={dtype} applies to diagonal and factorised traces only: an "
                     f"exact trace (recurrence='exact', a layer with H) keeps the network's "
                     f"{net.dtype}. Use recurrence='diagonal' or trace_dtype=None."

@@ -51,6 +51,7 @@ from ..errors import DTypeError, ShapeError, UnsupportedError
 from ..layer import Network
 from ..traces import NeuronJacobians
 from .base import LossFn, Runner
+from .errors import OptionError
 from .ostl import OSTLRunner, TraceRule, _fixed, _load_fixed
 
 __all__ = [
@@ -68,11 +69,11 @@ DISTRIBUTIONS = ("uniform", "normal")
 def check_projection_options(scale: float | None, distribution: str) -> None:
     """Raise ValueError unless ``distribution`` is known and ``scale`` is None or positive."""
     if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+        raise OptionError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     if scale is not None and (
         isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0
     ):
-        raise ValueError(f"scale must be a positive float or None, got {scale!r}")
+        raise OptionError(f"scale must be a positive float or None, got {scale!r}")
 
 
 def draw_projections(
@@ -119,7 +120,7 @@ class ProjectionRule(TraceRule):
         trace_dtype: torch.dtype | None = None,
     ) -> None:
         if recurrence not in ("exact", "diagonal"):
-            raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
+            raise OptionError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
         check_projection_options(scale, distribution)
         self.set_trace_options(jacobians, trace_dtype)
         self.recurrence = recurrence

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..layer import Layer, Network
 from ..traces import DiagonalTrace, LayerTrace, NeuronJacobians
+from .errors import OptionError
 from .ostl import OSTLRunner, TraceRule, random_feedback
 
 __all__ = ["SnAp", "SnApRunner", "SnApTrace"]
@@ -62,7 +63,7 @@ class SnAp(TraceRule):
 
     def __init__(self, feedback: str = "weights", seed: int = 0) -> None:
         if feedback not in ("weights", "random"):
-            raise ValueError(f"feedback must be 'weights' or 'random', got {feedback!r}")
+            raise OptionError(f"feedback must be 'weights' or 'random', got {feedback!r}")
         self.feedback = feedback
         self.seed = seed
 
