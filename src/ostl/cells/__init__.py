@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import OptionError
 from .alif import ALIF, ALIFState
 from .base import Cell
-from .errors import OptionError
 from .gru import GRU, GRUState
 from .lif import LIF, LIFState
 from .lstm import LSTM, LSTMState

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .errors import OptionError
+from ..errors import OptionError
 
 __all__ = ["Cell", "NeuronJacobians", "pack_jacobians"]
 

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from ..errors import OptionError
 from ..surrogate import Surrogate, get_surrogate, spike
 from .base import Cell, NeuronJacobians, pack_jacobians, total_current
-from .errors import OptionError
 
 
 class LIFState(NamedTuple):

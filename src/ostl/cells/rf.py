@@ -37,9 +37,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
 from ..surrogate import Surrogate, get_surrogate, spike
 from .base import Cell, total_current
-from .errors import OptionError
 
 
 class RFState(NamedTuple):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ..errors import OptionError
 from .base import LossFn, Rule, Runner
 from .bptt import BPTT
 from .dfa import DFA
 from .eprop import EProp
-from .errors import OptionError
 from .ostl import OSTL, TraceRule
 from .osttp import OSTTP
 from .rtrl import RTRL

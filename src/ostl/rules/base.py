@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from ..errors import (
     CheckpointError,
+    OptionError,
     OSTLError,
     ShapeError,
     TargetError,
@@ -47,7 +48,6 @@ from ..errors import (
     check_tensor,
 )
 from ..layer import Layer, Network, Readout
-from .errors import OptionError
 
 __all__ = [
     "Rule",

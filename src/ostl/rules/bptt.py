@@ -23,10 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import UnsupportedError
+from ..errors import OptionError, UnsupportedError
 from ..layer import Network
 from .base import LossFn, Rule, Runner, call_loss, pack_state, unpack_state
-from .errors import OptionError
 
 __all__ = ["BPTT"]
 

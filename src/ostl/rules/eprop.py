@@ -40,9 +40,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..errors import UnsupportedError
+from ..errors import OptionError, UnsupportedError
 from ..layer import Network, Readout
-from .errors import OptionError
 from .ostl import OSTLRunner, TraceRule, random_feedback
 
 __all__ = ["EProp", "EPropRunner"]

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OptionError
 from ..layer import Layer, Network, Readout
 from ..traces import (
     ExactTrace,
@@ -44,7 +44,6 @@ from ..traces import (
     neuron_jacobians,
 )
 from .base import LossFn, Rule, Runner, pack_state, unpack_state
-from .errors import OptionError
 
 __all__ = ["TraceRule", "OSTL", "OSTLRunner", "random_feedback"]
 

@@ -47,11 +47,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import DTypeError, ShapeError, UnsupportedError
+from ..errors import DTypeError, OptionError, ShapeError, UnsupportedError
 from ..layer import Network
 from ..traces import NeuronJacobians
 from .base import LossFn, Runner
-from .errors import OptionError
 from .ostl import OSTLRunner, TraceRule, _fixed, _load_fixed
 
 __all__ = [

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
 from ..layer import Layer, Network
 from ..traces import DiagonalTrace, LayerTrace, NeuronJacobians
-from .errors import OptionError
 from .ostl import OSTLRunner, TraceRule, random_feedback
 
 __all__ = ["SnAp", "SnApRunner", "SnApTrace"]
