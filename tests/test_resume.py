@@ -107,3 +107,19 @@ def test_learner_state_of_another_setup_is_refused() -> None:
 
 def test_every_registered_rule_is_covered() -> None:
     assert {type(make()) for make in RULES.values()} == set(ostl.RULES.values())
+
+
+@pytest.mark.parametrize("rule", ["bptt", "ostl", "osttp"])
+def test_state_dict_is_a_snapshot_unaffected_by_later_steps(rule: str) -> None:
+    update_every = None if rule == "bptt" else 1
+    full = _learner(rule, "snu", update_every)
+    _run(full)
+    first = _learner(rule, "snu", update_every)
+    _run(first, 0, 8)
+    sd = first.state_dict()
+    _run(first, 8)  # keeps training: the snapshot must not change
+    resumed = _learner(rule, "snu", update_every)
+    resumed.load_state_dict(sd)
+    _run(resumed, 8)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -33,6 +33,7 @@ Checkpoints: ``learner.state_dict()`` holds the weights, the optimizer state, th
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -201,7 +202,7 @@ class Learner:
         """Weights, optimizer state, the runner's state and the schedule position (cloned)."""
         return {
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # a snapshot, not live
             "runner": self.runner.state_dict(),
             "update_every": self.update_every,
             "unlocked": self.unlocked,

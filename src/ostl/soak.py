@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -48,11 +49,30 @@ class SoakResult:
     checkpoints: int = 0
     seconds: float = 0.0
 
+    def _head_tail(self) -> tuple[list[float], list[float]]:
+        """Windows of the first and last tenth (at least one each; the warm-up window dropped).
+
+        Medians over several windows: on a shared machine a single window can be slowed by
+        other processes, which says nothing about the stream.
+        """
+        ms = self.ms_per_step[1:] if len(self.ms_per_step) > 2 else self.ms_per_step
+        k = max(1, len(ms) // 10)
+        return ms[:k], ms[-k:]
+
+    @property
+    def ms_first(self) -> float:
+        """Median time per step over the first tenth of the stream (ms)."""
+        return statistics.median(self._head_tail()[0])
+
+    @property
+    def ms_last(self) -> float:
+        """Median time per step over the last tenth of the stream (ms)."""
+        return statistics.median(self._head_tail()[1])
+
     @property
     def time_ratio(self) -> float:
-        """Last window's time per step over the first's (after one warm-up window)."""
-        first = self.ms_per_step[1] if len(self.ms_per_step) > 2 else self.ms_per_step[0]
-        return self.ms_per_step[-1] / first
+        """Last tenth's median time per step over the first tenth's."""
+        return self.ms_last / self.ms_first
 
     @property
     def rss_growth_mib(self) -> float:
@@ -144,17 +164,19 @@ def soak_markdown(results: Sequence[SoakResult], command: str) -> str:
         "",
         "One stream, never reset: recurrent SNU layer (32 → 64) + Readout (10), batch 8, a target "
         "and an Adam update every step (truncated BPTT: every 50 steps), a checkpoint every "
-        "10⁴ steps. Time per step: mean over a window of 1000 steps; first = the second window "
-        "(the first warms up). RSS: resident memory of the process.",
+        "10⁴ steps. Time per step: mean over each window of 1000 steps; first / last = the median "
+        "window of the first / last tenth of the stream (the warm-up window dropped; medians, "
+        "because the machine is shared with other jobs). RSS: resident memory of the process "
+        "(first: after the first window). Rule memory: `Learner.state_bytes()` (state, traces, "
+        "gradients; BPTT's graph is not counted).",
         "",
         "| rule | steps | ms/step first | ms/step last | last/first | RSS first (MiB) | "
         "RSS last (MiB) | RSS growth (MiB) | rule memory first → last (bytes) | wall (s) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
-        first = r.ms_per_step[1] if len(r.ms_per_step) > 2 else r.ms_per_step[0]
         lines.append(
-            f"| {r.rule} | {r.steps} | {first:.3f} | {r.ms_per_step[-1]:.3f} | "
+            f"| {r.rule} | {r.steps} | {r.ms_first:.3f} | {r.ms_last:.3f} | "
             f"{r.time_ratio:.2f} | {r.rss_mib[0]:.1f} | {r.rss_mib[-1]:.1f} | "
             f"{r.rss_growth_mib:+.1f} | {r.state_bytes[0]} → {r.state_bytes[-1]} | "
             f"{r.seconds:.0f} |"
