@@ -225,6 +225,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             )
     cfg = _config(args, quick=args.quick)
     out = Path(args.out) if args.out else _default_out("compare", cfg.task)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
     results = compare(cfg, rules, out, progress=not args.no_progress)
     r0 = results[0].config
     print(

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from ..errors import (
     CheckpointError,
+    DeviceError,
     OptionError,
     OSTLError,
     ShapeError,
@@ -296,7 +297,7 @@ def _check_target(target: Any, batch_size: int, device: torch.device) -> None:
             f"{tuple(target.shape)}"
         )
     if target.device != device:
-        raise ShapeError(f"target_t: expected a tensor on {device}, got {target.device}")
+        raise DeviceError(f"target_t: expected a tensor on {device}, got {target.device}")
 
 
 def call_loss(loss_fn: LossFn, y: Tensor, target: Any) -> Tensor:
