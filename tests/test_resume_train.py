@@ -31,7 +31,9 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["learner"]["net"]
 
 
-@pytest.mark.parametrize(("rule", "stop"), [("bptt", 7), ("ostl", 14), ("osttp", 17)])
+@pytest.mark.parametrize(
+    ("rule", "stop"), [("bptt", 7), ("bptt", 8), ("ostl", 12), ("ostl", 14), ("osttp", 17)]
+)
 def test_train_interrupted_and_resumed_ends_bit_identical(
     rule: str, stop: int, tmp_path: Path
 ) -> None:
