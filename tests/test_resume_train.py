@@ -32,7 +32,14 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("rule", "stop"), [("bptt", 7), ("bptt", 8), ("ostl", 12), ("ostl", 14), ("osttp", 17)]
+    ("rule", "stop"),
+    [
+        ("bptt", 7),
+        ("ostl", 14),
+        ("osttp", 17),
+        pytest.param("bptt", 8, marks=pytest.mark.slow),  # at a batch end
+        pytest.param("ostl", 12, marks=pytest.mark.slow),  # at an epoch end
+    ],
 )
 def test_train_interrupted_and_resumed_ends_bit_identical(
     rule: str, stop: int, tmp_path: Path

@@ -10,12 +10,12 @@ from ostl.soak import main, soak, soak_markdown
 
 
 def test_a_short_stream_holds_constant_rule_memory() -> None:
-    r = soak("ostl", 600, window=200, hidden=16, checkpoint_every=300)
+    r = soak("ostl", 300, window=100, hidden=8, checkpoint_every=150)
     assert len(r.ms_per_step) == 3 and r.checkpoints == 2
     assert len(set(r.state_bytes)) == 1  # nothing kept per step
     assert r.rss_growth_mib < 50
     md = soak_markdown([r], "cmd")
-    assert "| ostl | 600 |" in md and "Command: `cmd`" in md and "Machine:" in md
+    assert "| ostl | 300 |" in md and "Command: `cmd`" in md and "Machine:" in md
 
 
 def test_the_command_checks_its_arguments(tmp_path: Path) -> None:
