@@ -318,7 +318,6 @@ def train(
             bar = tqdm(
                 task.train_batches(cfg.batch_size, gen),
                 total=task.num_train_batches(cfg.batch_size),
-                initial=epoch_loop.batch,
                 desc=f"epoch {epoch}",
                 leave=False,
                 disable=not progress,
