@@ -217,6 +217,8 @@ class Runner(abc.ABC):
         if state["batch_size"] is not None:
             self.reset(int(state["batch_size"]))
             self._load_extra(state["extra"], loss_fn)
+        else:  # saved before any reset: so is this one now
+            self.batch_size = None
         for n, g in grads.items():
             self.grads[n].copy_(g)
         self.steps = int(state["steps"])
