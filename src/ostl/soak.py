@@ -16,6 +16,7 @@ step within a small factor of the first's, and RSS and rule memory not growing.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import tempfile
@@ -23,8 +24,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from .checkpoint import save_checkpoint
 from .layer import Layer, Network, Readout
@@ -48,6 +51,7 @@ class SoakResult:
     state_bytes: list[int] = field(default_factory=list)
     checkpoints: int = 0
     seconds: float = 0.0
+    replay_ms: tuple[float, float] = (math.nan, math.nan)  # (early state, late state)
 
     def _head_tail(self) -> tuple[list[float], list[float]]:
         """Windows of the first and last tenth (at least one each; the warm-up window dropped).
@@ -101,11 +105,51 @@ def soak(
     n_out: int = 10,
     batch_size: int = 8,
     checkpoint_every: int | None = 10_000,
+    replay: int = 500,
     seed: int = 0,
 ) -> SoakResult:
     """Run one stream of ``steps`` steps; see the module docstring."""
     if steps < window or window <= 0:
         raise ValueError(f"steps ({steps}) must be at least one window ({window}), window > 0")
+    learner = _learner(rule, n_in, hidden, n_out, batch_size, seed)
+    gen = torch.Generator().manual_seed(seed)
+    eye = torch.eye(n_out)
+
+    def sample() -> tuple[Tensor, Tensor]:
+        x = (torch.rand(batch_size, n_in, generator=gen) < 0.2).float()
+        return x, eye[torch.randint(n_out, (batch_size,), generator=gen)]
+
+    res = SoakResult(rule=rule, steps=steps, window=window)
+    t_start = time.perf_counter()
+    early: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as ckpt:
+        t0 = time.perf_counter()
+        for step in range(1, steps + 1):
+            learner.step(*sample())
+            if checkpoint_every and step % checkpoint_every == 0:
+                save_checkpoint(ckpt, {"learner": learner.state_dict()}, step=step, keep=2)
+                res.checkpoints += 1
+            if step % window == 0:
+                t1 = time.perf_counter()
+                res.ms_per_step.append((t1 - t0) / window * 1e3)
+                res.rss_mib.append(rss_mib())
+                res.state_bytes.append(learner.state_bytes())
+                if step == window:
+                    early = learner.state_dict()
+                t0 = time.perf_counter()
+    res.seconds = time.perf_counter() - t_start
+    if replay:
+        data = [sample() for _ in range(replay)]
+        states = (early, learner.state_dict())
+        times: tuple[list[float], list[float]] = ([], [])
+        for _ in range(3):  # interleaved, so that the machine's load hits both alike
+            for i, sd in enumerate(states):
+                times[i].append(_replay(sd, data, (rule, n_in, hidden, n_out, batch_size, seed)))
+        res.replay_ms = (statistics.median(times[0]), statistics.median(times[1]))
+    return res
+
+
+def _learner(rule: str, n_in: int, hidden: int, n_out: int, batch_size: int, seed: int) -> Learner:
     torch.manual_seed(seed)
     net = Network([Layer(n_in, hidden, "snu", recurrent=True), Readout(hidden, n_out)])
     r = get_rule(rule)
@@ -117,27 +161,19 @@ def soak(
         update_every=50 if isinstance(r, BPTT) else 1,
     )
     learner.reset(batch_size)
-    gen = torch.Generator().manual_seed(seed)
-    eye = torch.eye(n_out)
-    res = SoakResult(rule=rule, steps=steps, window=window)
-    t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as ckpt:
-        t0 = time.perf_counter()
-        for step in range(1, steps + 1):
-            x = (torch.rand(batch_size, n_in, generator=gen) < 0.2).float()
-            y = eye[torch.randint(n_out, (batch_size,), generator=gen)]
-            learner.step(x, y)
-            if checkpoint_every and step % checkpoint_every == 0:
-                save_checkpoint(ckpt, {"learner": learner.state_dict()}, step=step, keep=2)
-                res.checkpoints += 1
-            if step % window == 0:
-                t1 = time.perf_counter()
-                res.ms_per_step.append((t1 - t0) / window * 1e3)
-                res.rss_mib.append(rss_mib())
-                res.state_bytes.append(learner.state_bytes())
-                t0 = time.perf_counter()
-    res.seconds = time.perf_counter() - t_start
-    return res
+    return learner
+
+
+def _replay(
+    state: dict[str, Any], data: list[tuple[Tensor, Tensor]], build: tuple[Any, ...]
+) -> float:
+    """ms per step of ``data`` from a learner restored to ``state``."""
+    learner = _learner(*build)
+    learner.load_state_dict(state)
+    t0 = time.perf_counter()
+    for x, y in data:
+        learner.step(x, y)
+    return (time.perf_counter() - t0) / len(data) * 1e3
 
 
 def _machine() -> str:
@@ -170,14 +206,21 @@ def soak_markdown(results: Sequence[SoakResult], command: str) -> str:
         "(first: after the first window). Rule memory: `Learner.state_bytes()` (state, traces, "
         "gradients; BPTT's graph is not counted).",
         "",
-        "| rule | steps | ms/step first | ms/step last | last/first | RSS first (MiB) | "
-        "RSS last (MiB) | RSS growth (MiB) | rule memory first → last (bytes) | wall (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "Replay: after the stream, the learner restored from its state after the first window "
+        "(early) and from its final state (late) each runs the same 500 steps, three times "
+        "interleaved (median): the same machine load for both, so a real slowdown of a long "
+        "stream would show as late > early.",
+        "",
+        "| rule | steps | ms/step first | ms/step last | last/first | replay early / late "
+        "(ms/step) | RSS first (MiB) | RSS last (MiB) | RSS growth (MiB) | "
+        "rule memory first → last (bytes) | wall (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.rule} | {r.steps} | {r.ms_first:.3f} | {r.ms_last:.3f} | "
-            f"{r.time_ratio:.2f} | {r.rss_mib[0]:.1f} | {r.rss_mib[-1]:.1f} | "
+            f"{r.time_ratio:.2f} | {r.replay_ms[0]:.3f} / {r.replay_ms[1]:.3f} | "
+            f"{r.rss_mib[0]:.1f} | {r.rss_mib[-1]:.1f} | "
             f"{r.rss_growth_mib:+.1f} | {r.state_bytes[0]} → {r.state_bytes[-1]} | "
             f"{r.seconds:.0f} |"
         )
