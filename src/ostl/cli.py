@@ -5,6 +5,7 @@
     ostl list
     ostl train --task digits --cell snu --rule ostl --hidden 128 --epochs 10 --out runs/x
     ostl train --config runs/x/config.json          # rerun a run from its folder
+    ostl train --nproc 2 --task digits ...          # 2 processes (torchrun), data-parallel
     ostl compare --task digits --rules bptt,ostl,osttp [--quick]
 
 Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
@@ -33,6 +34,10 @@ __all__ = ["main", "build_parser"]
 
 class CLIError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
+
+
+class WorkerError(Exception):
+    """A worker process of ``--nproc`` failed: reported as one line, exit status 1."""
 
 
 # -- argument types ------------------------------------------------------------------------
@@ -139,7 +144,48 @@ def _default_out(*parts: str) -> Path:
     return Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N`` (the workers must not relaunch)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch_train(args: argparse.Namespace, cfg: Any, out: Path) -> int:
+    """``ostl train --nproc N``: the same command in N processes under torchrun."""
+    from . import distributed as dist
+
+    if dist.launched():
+        raise CLIError("--nproc inside a torchrun worker: launch with one or the other, not both")
+    batch = cfg.batch_size
+    if batch is None:
+        from .tasks import TASKS
+
+        batch = TASKS[cfg.task].defaults.batch_size
+    if batch < args.nproc:
+        raise CLIError(
+            f"--nproc {args.nproc} needs a batch of at least {args.nproc} sequences (one per "
+            f"process), got --batch-size {batch}"
+        )
+    # the run folder is named here, once: every worker gets the same --out
+    worker = ["-m", "ostl", *_without_nproc(args.argv), "--out", str(out)]
+    status = dist.launch(worker, args.nproc)
+    if status != 0:
+        raise WorkerError(
+            f"a worker process failed (torchrun exit status {status}); every worker was "
+            "stopped. The failing rank's error is above."
+        )
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed as dist
     from .compare import format_table
     from .train import train
 
@@ -147,9 +193,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if cfg.rule not in RULES:
         raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
     out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
-    result = train(cfg, out, progress=not args.no_progress)
-    print(format_table([result]))
-    print(f"run folder: {out}")
+    if args.nproc is not None and args.nproc > 1:
+        return _launch_train(args, cfg, out)
+    dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
+    try:
+        result = train(cfg, out, progress=not args.no_progress)
+        main = dist.is_main()
+    finally:
+        dist.shutdown()
+    if main:  # one report, from rank 0
+        print(format_table([result]))
+        print(f"run folder: {out}")
     return 0
 
 
@@ -226,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one network with one rule on a task")
     t.add_argument("--rule", help="learning rule (default ostl)")
     t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
+    t.add_argument(
+        "--nproc",
+        type=_positive,
+        help="processes on this machine, data-parallel (relaunches through torchrun; the batch "
+        "is split between them)",
+    )
     _add_run_options(t)
     t.set_defaults(func=_cmd_train)
     c = sub.add_parser("compare", help="train the same network with several rules, side by side")
@@ -248,11 +308,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(bench_main(argv[1:], prog="ostl bench"))
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args))
     except (CLIError, OSTLError, MissingDependencyError, ValueError) as e:
         print(f"ostl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except WorkerError as e:
+        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ostl {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,12 @@ An update window without any target does not step the optimizer.
 each layer's update at step t is applied right after that layer's own forward step, before the
 layers above have run (``ostl.rules.osttp``). Each parameter still gets one optimizer step per
 step with a target, so the weights follow the same trajectory as with ``unlocked=False``.
+
+``distributed=True`` is data-parallel learning on ``torch.distributed`` (:mod:`ostl.distributed`):
+every rank steps on its own slice of the batch, and the gradients are averaged over the ranks,
+weighted by their local batch sizes, before each optimizer update (one all-reduce per update, or
+per layer update when unlocked). Every rank must call ``update`` on the same schedule; it steps
+its optimizer when any rank saw a target, so all ranks keep the same weights.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import distributed as dist
+from .errors import OSTLError
 from .layer import Network
 from .rules import LossFn, Rule, get_rule
 from .rules.osttp import check_unlockable
@@ -46,6 +54,9 @@ class Learner:
         update_every: 1 (every step), k (every k steps) or None (at ``end_sequence``).
         unlocked: apply each layer's update as soon as its own step is done (OSTTP with
             ``update_every=1`` only; see the module docstring).
+        distributed: average the gradients over the ranks of the initialised default
+            ``torch.distributed`` process group before each update; rank 0's initial weights
+            are broadcast to every rank at construction.
     """
 
     def __init__(
@@ -57,6 +68,7 @@ class Learner:
         optimizer: torch.optim.Optimizer,
         update_every: int | None = 1,
         unlocked: bool = False,
+        distributed: bool = False,
     ) -> None:
         if update_every is not None and (
             not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
@@ -81,6 +93,14 @@ class Learner:
                     f"needs update_every=1, got {update_every!r}"
                 )
             check_unlockable(self.runner).on_layer_update = self._update_layer
+        self.distributed = bool(distributed)
+        if self.distributed:
+            if not dist.active():
+                raise OSTLError(
+                    "distributed=True needs an initialised torch.distributed process group: "
+                    "launch with torchrun and call ostl.distributed.init() first"
+                )
+            dist.broadcast_parameters(self.runner.params.values())
 
     def reset(self, batch_size: int) -> None:
         """Start new sequences: resting state and zero traces (weights are kept)."""
@@ -110,6 +130,7 @@ class Learner:
         """Finish pending work, write the gradients into ``.grad`` and step the optimizer."""
         self.runner.flush()
         self._since_update = 0
+        self._all_reduce_grads()
         if not self._pending:
             return
         for name, p in self.runner.params.items():
@@ -130,12 +151,28 @@ class Learner:
         params = {n: p for n, p in self.runner.params.items() if n.startswith(prefix)}
         if not params:
             return
+        self._all_reduce_grads(prefix)
         for name, p in params.items():
             p.grad = self.runner.grads[name].clone()
         self.optimizer.step()
         for name, p in params.items():
             p.grad = None
             self.runner.grads[name].zero_()
+
+    def _all_reduce_grads(self, prefix: str = "") -> None:
+        """Distributed: average the (``prefix``-named) gradients over the ranks, in place.
+
+        Every rank calls it at every update, so no rank skips the collective; afterwards
+        ``_pending`` is True on every rank if any rank saw a target.
+        """
+        if not self.distributed:
+            return
+        r = self.runner
+        grads = {n: g for n, g in r.grads.items() if n.startswith(prefix)}
+        if prefix:  # an unlocked layer update: it happens only at steps with a target
+            dist.all_reduce_grads(grads, r.batch_size, True)
+        else:
+            self._pending = dist.all_reduce_grads(grads, r.batch_size, self._pending)
 
     @property
     def mean_loss(self) -> float:

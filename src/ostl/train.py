@@ -16,6 +16,13 @@ is reported too (``final_test_metric``).
 The run folder holds ``config.json`` (``ostl train --config config.json`` reruns it),
 ``metrics.csv`` (one row per epoch), ``summary.json``, ``learning_curves.png`` and, for spiking
 networks, ``raster.png``.
+
+Several processes (``torchrun ... -m ostl train`` or ``ostl train --nproc N``; see
+:mod:`ostl.distributed`): ``batch_size`` is the global batch; every rank learns on its slice of
+each batch and the learner averages the gradients before each update. Evaluation is sharded the
+same way and the metric's sums are all-reduced, so every rank gets the metric of the whole
+split (and picks the same best epoch); the training loss and metric are summed over ranks too.
+Only rank 0 writes the run folder and shows progress bars.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from . import __version__, plots
+from . import distributed as dist
 from .layer import Layer, Network
 from .learner import Learner
 from .meter import MemoryMeter, StepTimer
@@ -199,6 +207,9 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
     dev = net.device
     state: tuple[Any, ...] | None = None
     for batch in task.eval_batches(split, batch_size):
+        batch = dist.shard_batch(batch)
+        if batch.xs.shape[1] == 0:  # fewer sequences than processes: nothing on this rank
+            continue
         xs, _ = _to(batch, dev)
         if batch.reset or state is None:
             state = net.init_state(xs.shape[1])
@@ -207,6 +218,7 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
             y, state = net.step(x, state)
             ys.append(y)
         metric.update(torch.stack(ys), batch)
+    dist.reduce_metric(metric)
     return metric.value()
 
 
@@ -239,7 +251,9 @@ class _Epoch:
             self.timer.steps += len(xs)
             metric.update(torch.stack(ys), batch)
             on_batch(loss_sum / max(loss_n, 1), metric.value())
-        return loss_sum / max(loss_n, 1), metric.value()
+        loss_sum, n = dist.all_reduce_sums([loss_sum, loss_n])  # mean over every rank's steps
+        dist.reduce_metric(metric)
+        return loss_sum / max(n, 1), metric.value()
 
 
 def _raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | None:
@@ -283,6 +297,7 @@ def _write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
         "python": platform.python_version(),
         "machine": platform.platform(),
         "threads": torch.get_num_threads(),
+        "processes": dist.world_size(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     title = f"{cfg.task}: {cfg.rule}, {cfg.cell} {list(cfg.hidden or ())}, seed {cfg.seed}"
@@ -311,10 +326,17 @@ def train(
     cfg.check()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    dev = _device(cfg.device)
+    dev = dist.local_device(_device(cfg.device))
     task = task or get_task(cfg.task, **cfg.task_options)
     cfg = cfg.resolve(task)
     assert cfg.epochs is not None and cfg.batch_size is not None and cfg.lr is not None
+    if cfg.batch_size < dist.world_size():
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is smaller than the {dist.world_size()} processes: "
+            "every process needs at least one sequence of each batch"
+        )
+    progress = progress and dist.is_main()
+    writes = out is not None and dist.is_main()  # the only rank that writes anything
     net = task.network(cfg.hidden, cfg.cell, cfg.recurrent, seed=cfg.seed).to(dev)
     rule = get_rule(cfg.rule)
     learner = Learner(
@@ -323,6 +345,7 @@ def train(
         loss_fn=task.loss_fn,
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr),
         update_every=update_every(rule, cfg.schedule),
+        distributed=dist.active(),
     )
     meter, timer = MemoryMeter(learner), StepTimer()
     epoch_runner = _Epoch(learner, task, meter, timer)
@@ -335,7 +358,7 @@ def train(
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.rule} epochs", disable=not progress)
     for epoch in epochs:
         bar = tqdm(
-            task.train_batches(cfg.batch_size, gen),
+            dist.shard_batches(task.train_batches(cfg.batch_size, gen)),
             total=task.num_train_batches(cfg.batch_size),
             desc=f"epoch {epoch}",
             leave=False,
@@ -377,6 +400,6 @@ def train(
         wall_seconds=time.perf_counter() - t0,
         out=str(out) if out is not None else None,
     )
-    if out is not None:
+    if writes and out is not None:
         _write_run(Path(out), result, net, task)
     return result

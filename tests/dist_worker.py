@@ -1,0 +1,94 @@
+"""Cases of tests/test_distributed.py, and the worker that torchrun runs for them.
+
+``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_worker.py OUT``
+runs every case of :data:`CASES` in 2 processes (gloo, float64), each rank on its slice of the
+global batch, and saves each rank's final weights to ``OUT/rank{r}.pt``. The test runs the same
+cases in its own process with the whole batch and compares.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ostl
+from ostl import distributed as dist
+from ostl.rules import BPTT, OSTL, OSTTP, EProp
+from ostl.tasks.losses import cross_entropy
+
+B, T, SEQUENCES = 5, 6, 2  # global batch 5: shards of 3 and 2 (the weighted reduction)
+N_IN, N_OUT = 4, 3
+
+#: name -> (rule factory, update_every, unlocked)
+CASES: dict[str, tuple[Any, int | None, bool]] = {
+    "bptt": (lambda: BPTT(), None, False),
+    "bptt-every-2": (lambda: BPTT(), 2, False),
+    "ostl": (lambda: OSTL(recurrence="exact"), 1, False),
+    "ostl-diagonal": (lambda: OSTL(recurrence="diagonal"), 1, False),
+    "osttp": (lambda: OSTTP(recurrence="exact"), 1, False),
+    "osttp-unlocked": (lambda: OSTTP(recurrence="exact"), 1, True),
+    "eprop": (lambda: EProp(), 1, False),
+}
+
+
+def network() -> ostl.Network:
+    torch.manual_seed(0)
+    return ostl.Network(
+        [
+            ostl.Layer(N_IN, 6, cell="rnn", recurrent=True),
+            ostl.Layer(6, 5, cell="ssnu"),
+            ostl.Readout(5, N_OUT),
+        ]
+    ).double()
+
+
+def data() -> list[tuple[torch.Tensor, list[torch.Tensor | None]]]:
+    """SEQUENCES global batches: inputs (T, B, N_IN), one-hot targets (none at step 0)."""
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(SEQUENCES):
+        xs = torch.randn(T, B, N_IN, generator=gen, dtype=torch.float64)
+        labels = torch.randint(N_OUT, (T, B), generator=gen)
+        tg = torch.nn.functional.one_hot(labels, N_OUT).double()
+        out.append((xs, [None, *tg[1:].unbind(0)]))
+    return out
+
+
+def run_case(name: str, part: int = 0, parts: int = 1) -> dict[str, torch.Tensor]:
+    """Train on CASES[name] on shard ``part`` of ``parts``; the final weights."""
+    make_rule, every, unlocked = CASES[name]
+    net = network()
+    learner = ostl.Learner(
+        net,
+        make_rule(),
+        loss_fn=cross_entropy,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+        update_every=every,
+        unlocked=unlocked,
+        distributed=parts > 1,
+    )
+    for xs, targets in data():
+        s = dist.shard_range(B, part, parts)
+        learner.reset(s.stop - s.start)
+        for x, tg in zip(xs, targets):
+            learner.step(x[s], None if tg is None else tg[s])
+        learner.end_sequence()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def main(out: str) -> None:
+    torch.set_num_threads(1)
+    assert dist.init("cpu"), "run me with torchrun"
+    try:
+        r, w = dist.rank(), dist.world_size()
+        result = {name: run_case(name, r, w) for name in CASES}
+        torch.save(result, Path(out) / f"rank{r}.pt")
+    finally:
+        dist.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
