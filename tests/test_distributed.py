@@ -20,7 +20,7 @@ from ostl import distributed as dist
 from ostl.cli import main
 from ostl.tasks.data import Batch, OneHotSteps
 
-from .dist_worker import B, CASES, network, run_case
+from .dist_worker import CASES, B, network, run_case
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
