@@ -155,6 +155,42 @@ def test_a_failed_worker_ends_the_run_with_a_clear_error(tmp_path: Path) -> None
     assert not out.exists()
 
 
+@pytest.mark.slow
+def test_a_killed_worker_ends_the_run_too(tmp_path: Path) -> None:
+    """Rank 1 is killed (SIGKILL) mid-epoch: the same clear end, no hang."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    kill = _FAIL.replace(
+        'raise RuntimeError("injected failure on rank 1")',
+        "import signal; os.kill(os.getpid(), signal.SIGKILL)",
+    )
+    (hook / "sitecustomize.py").write_text(kill)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ostl", "train", "--nproc", "2", "--rule", "bptt", *TINY,
+         "--out", str(tmp_path / "run")],
+        env=_env(PYTHONPATH=str(hook), OSTL_DIST_TIMEOUT="60"), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert time.perf_counter() - t0 < 120
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("ostl train: error: a worker process")
+
+
+def test_bench_section_names_the_command_and_the_machine() -> None:
+    from ostl.bench.distributed import markdown
+
+    rows = [
+        {"rule": "ostl", "processes": n, "batch": 5, "local_batch": 5 - 2 * (n - 1), "steps": 3,
+         "sequences": 2, "wall_s": 1.0, "samples_per_s": 10.0 * n, "sample_steps_per_s": 30.0 * n}
+        for n in (1, 2)
+    ]  # fmt: skip
+    meta = {"date": "today", "cpu": "a CPU", "usable_cores": 2, "torch": "2", "commit": "abc"}
+    text = markdown(rows, meta, "python -m ostl.bench.distributed")
+    assert "`python -m ostl.bench.distributed`" in text and "a CPU, 2 usable cores" in text
+    assert "| ostl | 2 | 2 or 3 | 20.0 | 60 | 2.00× |" in text
+
+
 def test_nproc_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["train", "--nproc", "0", *TINY])
