@@ -182,13 +182,14 @@ def test_bench_section_names_the_command_and_the_machine() -> None:
 
     rows = [
         {"rule": "ostl", "processes": n, "batch": 5, "local_batch": 5 - 2 * (n - 1), "steps": 3,
-         "sequences": 2, "wall_s": 1.0, "samples_per_s": 10.0 * n, "sample_steps_per_s": 30.0 * n}
+         "sequences": 2, "wall_s": 1.0, "allreduce_ms": 1.5 if n > 1 else None,
+         "samples_per_s": 10.0 * n, "sample_steps_per_s": 30.0 * n}
         for n in (1, 2)
     ]  # fmt: skip
     meta = {"date": "today", "cpu": "a CPU", "usable_cores": 2, "torch": "2", "commit": "abc"}
     text = markdown(rows, meta, "python -m ostl.bench.distributed")
     assert "`python -m ostl.bench.distributed`" in text and "a CPU, 2 usable cores" in text
-    assert "| ostl | 2 | 2 or 3 | 20.0 | 60 | 2.00× |" in text
+    assert "| ostl | 2 | 2 or 3 | 20.0 | 60 | 2.00× | 1.50 ms |" in text
 
 
 def test_nproc_is_checked(capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,6 +71,7 @@ def measure(rule: str, steps: int, warmup: int, repeats: int, batch: int) -> dic
     _barrier()
     wall = time.perf_counter() - t0
     return {
+        "allreduce_ms": _allreduce_ms(learner) if world > 1 else None,
         "rule": rule,
         "processes": world,
         "batch": batch,
@@ -81,6 +82,17 @@ def measure(rule: str, steps: int, warmup: int, repeats: int, batch: int) -> dic
         "samples_per_s": batch * repeats / wall,
         "sample_steps_per_s": batch * repeats * steps / wall,
     }
+
+
+def _allreduce_ms(learner: Learner, repeats: int = 50) -> float:
+    """Milliseconds of one gradient all-reduce (:func:`ostl.distributed.all_reduce_grads`)."""
+    grads, b = learner.runner.grads, learner.runner.batch_size
+    _barrier()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        dist.all_reduce_grads(grads, b, True)
+    _barrier()
+    return 1e3 * (time.perf_counter() - t0) / repeats
 
 
 def _barrier() -> None:
@@ -118,23 +130,28 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         f"is {r0['batch']} × {r0['sequences']} timed sequences over the wall time between two "
         "barriers, after a warm-up sequence.",
         "",
-        "| rule | processes | batch per process | samples/s | sample-steps/s | speed-up |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| rule | processes | batch per process | samples/s | sample-steps/s | speed-up "
+        "| one gradient all-reduce |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         speed = r["samples_per_s"] / base[r["rule"]] if r["rule"] in base else float("nan")
         sizes = sorted({len(range(r["batch"])[dist.shard_range(r["batch"], i, r["processes"])])
                         for i in range(r["processes"])})  # fmt: skip
+        ar = r.get("allreduce_ms")
         lines.append(
             f"| {r['rule']} | {r['processes']} | {' or '.join(map(str, sizes))} "
-            f"| {r['samples_per_s']:.1f} | {r['sample_steps_per_s']:.0f} | {speed:.2f}× |"
+            f"| {r['samples_per_s']:.1f} | {r['sample_steps_per_s']:.0f} | {speed:.2f}× "
+            f"| {'–' if ar is None else f'{ar:.2f} ms'} |"
         )
     lines += [
         "",
         "The machine is shared: other jobs ran on its cores during the measurement, so the "
-        "numbers are noisy (rerun the command on a quiet machine to compare). With as many "
-        "processes as cores, each process runs on a core of its own; the speed-up is bounded by "
-        "the per-step all-reduce of the gradients and by what else runs on the machine.",
+        "numbers are noisy (rerun the command on a quiet machine to compare). The online rules "
+        "synchronise at every step: each step costs the slower process's compute plus one "
+        "all-reduce of every gradient (last column, timed separately), so a process that is "
+        "descheduled by another job stalls both. With more processes than free cores the "
+        "speed-up falls below 1; BPTT, which synchronises once per sequence, suffers least.",
     ]
     return "\n".join(lines) + "\n"
 
