@@ -146,8 +146,15 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         )
     lines += [
         "",
-        "The machine is shared: other jobs ran on its cores during the measurement, so the "
-        "numbers are noisy (rerun the command on a quiet machine to compare). The online rules "
+        "The machine is shared: other jobs ran on its cores during the measurement"
+        + (
+            f" (1-minute load average {meta['load'][0]:.1f} before, {meta['load'][1]:.1f} after,"
+            f" on {meta['usable_cores']} cores)"
+            if "load" in meta
+            else ""
+        )
+        + ", so the numbers are noisy: rerun the command on a quiet machine to compare. The "
+        "online rules "
         "synchronise at every step: each step costs the slower process's compute plus one "
         "all-reduce of every gradient (last column, timed separately), so a process that is "
         "descheduled by another job stalls both. With more processes than free cores the "
@@ -199,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"--repeats={args.repeats}",
     ]
     rows: list[dict[str, Any]] = []
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.procs:
             path = os.path.join(tmp, f"{n}.json")
@@ -206,9 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if status != 0:
                 raise SystemExit(f"the run with {n} processes failed (exit status {status})")
             rows += json.loads(Path(path).read_text())
+    load.append(os.getloadavg()[0])
     rows.sort(key=lambda r: (args.rules.index(r["rule"]), r["processes"]))
     command = "python -m ostl.bench.distributed" + (f" {' '.join(argv)}" if argv else "")
-    text = markdown(rows, machine_info(), command)
+    meta = {**machine_info(), "load": load}
+    text = markdown(rows, meta, command)
     print(text)
     if not args.no_write:
         write_section(args.out, "distributed", text)
