@@ -79,12 +79,35 @@ def run_case(name: str, part: int = 0, parts: int = 1) -> dict[str, torch.Tensor
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
+def run_uneven_targets(part: int, parts: int) -> dict[str, Any]:
+    """OSTL where only rank 0 has a target at some steps: every rank must still step together."""
+    net = network()
+    learner = ostl.Learner(
+        net,
+        OSTL(),
+        loss_fn=cross_entropy,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+        distributed=parts > 1,
+    )
+    xs, targets = data()[0]
+    s = dist.shard_range(B, part, parts)
+    learner.reset(s.stop - s.start)
+    for t, (x, tg) in enumerate(zip(xs, targets)):
+        if tg is not None and (part == 0 or t % 2 == 0):
+            learner.step(x[s], tg[s])
+        else:
+            learner.step(x[s], None)
+    learner.end_sequence()
+    return {"updates": learner.updates, "weights": net.state_dict()}
+
+
 def main(out: str) -> None:
     torch.set_num_threads(1)
     assert dist.init("cpu"), "run me with torchrun"
     try:
         r, w = dist.rank(), dist.world_size()
-        result = {name: run_case(name, r, w) for name in CASES}
+        result: dict[str, Any] = {name: run_case(name, r, w) for name in CASES}
+        result["uneven"] = run_uneven_targets(r, w)
         torch.save(result, Path(out) / f"rank{r}.pt")
     finally:
         dist.shutdown()

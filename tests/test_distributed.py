@@ -97,6 +97,11 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole(tmp_pa
                 )
         moved = max(float((want[k] - start[k]).abs().max()) for k in want)
         assert moved > 0.05, f"{name}: the weights barely moved ({moved})"
+    # targets on rank 0 only at some steps: both ranks stepped at every step with any target
+    uneven = [ranks[r]["uneven"] for r in range(2)]
+    assert uneven[0]["updates"] == uneven[1]["updates"] == 5
+    for k, w in uneven[0]["weights"].items():
+        torch.testing.assert_close(uneven[1]["weights"][k], w, rtol=0, atol=0)
 
 
 def test_ostl_train_nproc_2_writes_one_run_folder_from_rank_0(tmp_path: Path) -> None:

@@ -209,6 +209,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import DEFAULT_RULES, available_rules, compare, format_table
+    from .distributed import launched
+
+    if launched():
+        raise CLIError("compare runs in one process: under torchrun, use `ostl train` per rule")
 
     if args.rules is None:
         rules, missing = available_rules(DEFAULT_RULES)

@@ -157,8 +157,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         "online rules "
         "synchronise at every step: each step costs the slower process's compute plus one "
         "all-reduce of every gradient (last column, timed separately), so a process that is "
-        "descheduled by another job stalls both. With more processes than free cores the "
-        "speed-up falls below 1; BPTT, which synchronises once per sequence, suffers least.",
+        "descheduled by another job stalls both: with more processes than free cores the "
+        "speed-up can fall below 1.",
     ]
     return "\n".join(lines) + "\n"
 
