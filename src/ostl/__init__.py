@@ -7,7 +7,7 @@ Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Ne
 
 from __future__ import annotations
 
-from . import cells, errors, rules, surrogate, traces
+from . import cells, distributed, errors, rules, surrogate, traces
 from .api import Comparison, compare_to_bptt, gradients
 from .cells import CELLS
 from .errors import (
@@ -47,6 +47,7 @@ __all__ = [
     "surrogate",
     "traces",
     "errors",
+    "distributed",
     "OSTLError",
     "ShapeError",
     "DTypeError",
