@@ -21,6 +21,12 @@ The backend is gloo on CPU and NCCL when the device is CUDA (each rank on ``cuda
 Collectives time out after ``OSTL_DIST_TIMEOUT`` seconds (default 300), so a rank left waiting
 for a dead peer ends with an error instead of hanging; torchrun stops every worker as soon as
 one fails and exits non-zero.
+
+Every rank holds identical weights and optimizer state, so a checkpoint is written by rank 0
+alone (:func:`is_main`) and read by every rank on resume; record :func:`world_size` in it to
+refuse a resume with another process count (the shards, and so the trajectory, depend on it).
+A global batch with fewer sequences than processes (the last of an epoch) is skipped by every
+rank (:func:`shard_batches`).
 """
 
 from __future__ import annotations
