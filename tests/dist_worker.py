@@ -22,15 +22,15 @@ from ostl.tasks.losses import cross_entropy
 B, T, SEQUENCES = 5, 6, 2  # global batch 5: shards of 3 and 2 (the weighted reduction)
 N_IN, N_OUT = 4, 3
 
-#: name -> (rule factory, update_every, unlocked)
-CASES: dict[str, tuple[Any, int | None, bool]] = {
-    "bptt": (lambda: BPTT(), None, False),
-    "bptt-every-2": (lambda: BPTT(), 2, False),
-    "ostl": (lambda: OSTL(recurrence="exact"), 1, False),
-    "ostl-diagonal": (lambda: OSTL(recurrence="diagonal"), 1, False),
-    "osttp": (lambda: OSTTP(recurrence="exact"), 1, False),
-    "osttp-unlocked": (lambda: OSTTP(recurrence="exact"), 1, True),
-    "eprop": (lambda: EProp(), 1, False),
+#: name -> (rule factory, update_every, unlocked, same_target_steps)
+CASES: dict[str, tuple[Any, int | None, bool, bool]] = {
+    "bptt": (lambda: BPTT(), None, False, False),
+    "bptt-every-2": (lambda: BPTT(), 2, False, True),
+    "ostl": (lambda: OSTL(recurrence="exact"), 1, False, False),
+    "ostl-diagonal": (lambda: OSTL(recurrence="diagonal"), 1, False, True),
+    "osttp": (lambda: OSTTP(recurrence="exact"), 1, False, False),
+    "osttp-unlocked": (lambda: OSTTP(recurrence="exact"), 1, True, False),
+    "eprop": (lambda: EProp(), 1, False, False),
 }
 
 
@@ -59,7 +59,7 @@ def data() -> list[tuple[torch.Tensor, list[torch.Tensor | None]]]:
 
 def run_case(name: str, part: int = 0, parts: int = 1) -> dict[str, torch.Tensor]:
     """Train on CASES[name] on shard ``part`` of ``parts``; the final weights."""
-    make_rule, every, unlocked = CASES[name]
+    make_rule, every, unlocked, aligned = CASES[name]
     net = network()
     learner = ostl.Learner(
         net,
@@ -69,6 +69,7 @@ def run_case(name: str, part: int = 0, parts: int = 1) -> dict[str, torch.Tensor
         update_every=every,
         unlocked=unlocked,
         distributed=parts > 1,
+        same_target_steps=aligned,
     )
     for xs, targets in data():
         s = dist.shard_range(B, part, parts)

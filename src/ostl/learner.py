@@ -57,6 +57,9 @@ class Learner:
         distributed: average the gradients over the ranks of the initialised default
             ``torch.distributed`` process group before each update; rank 0's initial weights
             are broadcast to every rank at construction.
+        same_target_steps: (distributed) every rank has its targets at the same steps, as when
+            the ranks take slices of the same global batches (``ostl.train``): an update window
+            without any target then skips the all-reduce instead of asking the other ranks.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class Learner:
         update_every: int | None = 1,
         unlocked: bool = False,
         distributed: bool = False,
+        same_target_steps: bool = False,
     ) -> None:
         if update_every is not None and (
             not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
@@ -94,6 +98,7 @@ class Learner:
                 )
             check_unlockable(self.runner).on_layer_update = self._update_layer
         self.distributed = bool(distributed)
+        self.same_target_steps = bool(same_target_steps)
         if self.distributed:
             if not dist.active():
                 raise OSTLError(
@@ -165,7 +170,7 @@ class Learner:
         Every rank calls it at every update, so no rank skips the collective; afterwards
         ``_pending`` is True on every rank if any rank saw a target.
         """
-        if not self.distributed:
+        if not self.distributed or (self.same_target_steps and not self._pending and not prefix):
             return
         r = self.runner
         grads = {n: g for n, g in r.grads.items() if n.startswith(prefix)}

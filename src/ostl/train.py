@@ -346,6 +346,7 @@ def train(
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr),
         update_every=update_every(rule, cfg.schedule),
         distributed=dist.active(),
+        same_target_steps=True,  # every rank slices the same global batches
     )
     meter, timer = MemoryMeter(learner), StepTimer()
     epoch_runner = _Epoch(learner, task, meter, timer)
