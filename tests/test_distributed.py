@@ -76,6 +76,20 @@ def run_case_distributed_without_group() -> None:
     )  # fmt: skip
 
 
+def test_a_rank_other_than_0_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ostl.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        task="digits", hidden=(4,), epochs=1, batch_size=16,
+        task_options={"steps": 2, "train_size": 16, "test_size": 8},
+    )  # fmt: skip
+    monkeypatch.setattr(dist, "is_main", lambda: False)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.history and not (tmp_path / "run").exists()
+
+
 # -- 2 processes ---------------------------------------------------------------------------
 def test_two_processes_with_half_batches_equal_one_process_with_the_whole(tmp_path: Path) -> None:
     """float64, gloo: 2 × (3 and 2 sequences) = 1 × 5 after every online update, every rule."""
