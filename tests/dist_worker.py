@@ -109,6 +109,9 @@ def main(out: str) -> None:
         r, w = dist.rank(), dist.world_size()
         result: dict[str, Any] = {name: run_case(name, r, w) for name in CASES}
         result["uneven"] = run_uneven_targets(r, w)
+        gathered = dist.gather_to_main({"rank": r, "x": torch.full((2,), float(r))})
+        result["gathered"] = gathered
+        result["mine"] = dist.this_rank_of([f"state of rank {i}" for i in range(w)])
         torch.save(result, Path(out) / f"rank{r}.pt")
     finally:
         dist.shutdown()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import ostl
 from ostl import distributed as dist
 from ostl.cli import main
 from ostl.tasks.data import Batch, OneHotSteps
@@ -62,6 +63,9 @@ def test_single_process_is_untouched() -> None:
     assert not dist.active() and dist.rank() == 0 and dist.world_size() == 1 and dist.is_main()
     assert dist.all_reduce_sums([1.5, 2]) == [1.5, 2.0]
     assert not dist.launched() and dist.init("cpu") is False  # not under torchrun: nothing done
+    assert dist.gather_to_main("s") == ["s"] and dist.this_rank_of(["s"]) == "s"
+    with pytest.raises(ostl.OSTLError, match=r"written by 2 process\(es\).*--nproc 2"):
+        dist.this_rank_of(["a", "b"])
     with pytest.raises(Exception, match="process group"):
         run_case_distributed_without_group()
 
@@ -111,6 +115,9 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole(tmp_pa
                 )
         moved = max(float((want[k] - start[k]).abs().max()) for k in want)
         assert moved > 0.05, f"{name}: the weights barely moved ({moved})"
+    # per-rank state for checkpoints: gathered on rank 0, each rank takes its own on resume
+    assert ranks[0]["gathered"][1]["x"].tolist() == [1.0, 1.0] and ranks[1]["gathered"] is None
+    assert [ranks[r]["mine"] for r in range(2)] == ["state of rank 0", "state of rank 1"]
     # targets on rank 0 only at some steps: both ranks stepped at every step with any target
     uneven = [ranks[r]["uneven"] for r in range(2)]
     assert uneven[0]["updates"] == uneven[1]["updates"] == 5

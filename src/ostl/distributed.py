@@ -23,8 +23,11 @@ for a dead peer ends with an error instead of hanging; torchrun stops every work
 one fails and exits non-zero.
 
 Every rank holds identical weights and optimizer state, so a checkpoint is written by rank 0
-alone (:func:`is_main`) and read by every rank on resume; record :func:`world_size` in it to
-refuse a resume with another process count (the shards, and so the trajectory, depend on it).
+alone (:func:`is_main`) and read by every rank on resume. What differs between ranks is the
+runner's state (network state and traces of its own samples, mid-sequence or mid-stream):
+:func:`gather_to_main` collects it on rank 0 as a list by rank, and on resume
+:func:`this_rank_of` takes this rank's entry and refuses another process count (the shards,
+and so the trajectory, depend on it).
 A global batch with fewer sequences than processes (the last of an epoch) is skipped by every
 rank (:func:`shard_batches`).
 """
@@ -60,6 +63,8 @@ __all__ = [
     "broadcast_parameters",
     "all_reduce_sums",
     "reduce_metric",
+    "gather_to_main",
+    "this_rank_of",
     "launch",
     "DEFAULT_TIMEOUT",
 ]
@@ -258,6 +263,28 @@ def reduce_metric(metric: Any, group: Any = None) -> None:
     ]
     for k, v in zip(keys, all_reduce_sums([getattr(metric, k) for k in keys], group)):
         setattr(metric, k, type(getattr(metric, k))(v))
+
+
+def gather_to_main(obj: Any, group: Any = None) -> list[Any] | None:
+    """Every rank's ``obj`` (picklable) as a list by rank on rank 0; None on the other ranks.
+
+    In a single process: ``[obj]``. Every rank must call it.
+    """
+    if not active():
+        return [obj]
+    out: list[Any] | None = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0, group=group)
+    return out
+
+
+def this_rank_of(per_rank: Sequence[Any], what: str = "checkpoint") -> Any:
+    """This rank's entry of a list by rank (:func:`gather_to_main`), checking the process count."""
+    if len(per_rank) != world_size():
+        raise OSTLError(
+            f"the {what} was written by {len(per_rank)} process(es), this run has "
+            f"{world_size()}: resume with the same number of processes (--nproc {len(per_rank)})"
+        )
+    return per_rank[rank()]
 
 
 # -- launching -----------------------------------------------------------------------------
