@@ -16,7 +16,7 @@ import torch
 
 import ostl
 from ostl import distributed as dist
-from ostl.rules import BPTT, OSTL, OSTTP, EProp
+from ostl.rules import BPTT, DFA, OSTL, OSTTP, RTRL, EProp, SnAp
 from ostl.tasks.losses import cross_entropy
 
 B, T, SEQUENCES = 5, 6, 2  # global batch 5: shards of 3 and 2 (the weighted reduction)
@@ -31,6 +31,9 @@ CASES: dict[str, tuple[Any, int | None, bool, bool]] = {
     "osttp": (lambda: OSTTP(recurrence="exact"), 1, False, False),
     "osttp-unlocked": (lambda: OSTTP(recurrence="exact"), 1, True, False),
     "eprop": (lambda: EProp(), 1, False, False),
+    "rtrl": (lambda: RTRL(), 1, False, False),
+    "snap": (lambda: SnAp(), 1, False, False),
+    "dfa": (lambda: DFA(), 1, False, False),
 }
 
 
