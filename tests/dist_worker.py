@@ -1,9 +1,10 @@
 """Cases of tests/test_distributed.py, and the worker that torchrun runs for them.
 
-``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_worker.py OUT``
-runs every case of :data:`CASES` in 2 processes (gloo, float64), each rank on its slice of the
-global batch, and saves each rank's final weights to ``OUT/rank{r}.pt``. The test runs the same
-cases in its own process with the whole batch and compares.
+``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_worker.py OUT [cuda]``
+runs every case of :data:`CASES` in 2 processes (gloo, float64; NCCL with ``cuda``), each rank
+on its slice of the global batch, and saves each rank's final weights (on the CPU) to
+``OUT/rank{r}.pt``. The test runs the same cases in its own process with the whole batch and
+compares.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ def data() -> list[tuple[torch.Tensor, list[torch.Tensor | None]]]:
     return out
 
 
-def run_case(name: str, part: int = 0, parts: int = 1) -> dict[str, torch.Tensor]:
-    """Train on CASES[name] on shard ``part`` of ``parts``; the final weights."""
+def run_case(
+    name: str, part: int = 0, parts: int = 1, device: str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Train on CASES[name] on shard ``part`` of ``parts``; the final weights (on the CPU)."""
     make_rule, every, unlocked, aligned = CASES[name]
-    net = network()
+    net = network().to(device)
     learner = ostl.Learner(
         net,
         make_rule(),
@@ -77,10 +80,10 @@ def run_case(name: str, part: int = 0, parts: int = 1) -> dict[str, torch.Tensor
     for xs, targets in data():
         s = dist.shard_range(B, part, parts)
         learner.reset(s.stop - s.start)
-        for x, tg in zip(xs, targets):
-            learner.step(x[s], None if tg is None else tg[s])
+        for x, tg in zip(xs.to(device), targets):
+            learner.step(x[s], None if tg is None else tg[s].to(device))
         learner.end_sequence()
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
 def run_uneven_targets(part: int, parts: int) -> dict[str, Any]:
@@ -105,12 +108,13 @@ def run_uneven_targets(part: int, parts: int) -> dict[str, Any]:
     return {"updates": learner.updates, "weights": net.state_dict()}
 
 
-def main(out: str) -> None:
+def main(out: str, device: str = "cpu") -> None:
     torch.set_num_threads(1)
-    assert dist.init("cpu"), "run me with torchrun"
+    assert dist.init(device), "run me with torchrun"
     try:
         r, w = dist.rank(), dist.world_size()
-        result: dict[str, Any] = {name: run_case(name, r, w) for name in CASES}
+        dev = str(dist.local_device(torch.device(device)))
+        result: dict[str, Any] = {name: run_case(name, r, w, dev) for name in CASES}
         result["uneven"] = run_uneven_targets(r, w)
         gathered = dist.gather_to_main({"rank": r, "x": torch.full((2,), float(r))})
         result["gathered"] = gathered
@@ -121,4 +125,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -224,3 +224,21 @@ def test_nproc_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 2 and "positive integer" in capsys.readouterr().err
     assert main(["train", "--nproc", "4", *TINY, "--batch-size", "3"]) == 2
     assert "needs a batch of at least 4" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_nccl_on_gpus_equals_one_process_on_the_cpu(tmp_path: Path) -> None:
+    """NCCL, one process per GPU (2 if there are 2, else 1): the same weights as the CPU."""
+    n = min(2, torch.cuda.device_count())
+    status = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+         str(ROOT / "tests" / "dist_worker.py"), str(tmp_path), "cuda"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr[-3000:]
+    got = torch.load(tmp_path / "rank0.pt")
+    for name in CASES:
+        want = run_case(name)
+        for k, w in want.items():
+            torch.testing.assert_close(got[name][k], w, rtol=1e-9, atol=1e-9, msg=f"{name} {k}")
