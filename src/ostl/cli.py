@@ -198,10 +198,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
     try:
         result = train(cfg, out, progress=not args.no_progress)
-        main = dist.is_main()
+        reports = dist.is_main()
     finally:
         dist.shutdown()
-    if main:  # one report, from rank 0
+    if reports:  # one report, from rank 0
         print(format_table([result]))
         print(f"run folder: {out}")
     return 0
