@@ -224,6 +224,11 @@ def test_nproc_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert e.value.code == 2 and "positive integer" in capsys.readouterr().err
     assert main(["train", "--nproc", "4", *TINY, "--batch-size", "3"]) == 2
     assert "needs a batch of at least 4" in capsys.readouterr().err
+    assert main(["train", "--nproc", "2", *TINY, "--device", "cuda:0"]) == 2
+    assert "use --device cuda" in capsys.readouterr().err
+    if torch.cuda.device_count() < 2:
+        assert main(["train", "--nproc", "2", *TINY, "--device", "cuda"]) == 2
+        assert "needs 2 GPUs" in capsys.readouterr().err
 
 
 @pytest.mark.gpu

@@ -173,6 +173,16 @@ def _launch_train(args: argparse.Namespace, cfg: Any, out: Path) -> int:
             f"--nproc {args.nproc} needs a batch of at least {args.nproc} sequences (one per "
             f"process), got --batch-size {batch}"
         )
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":  # NCCL: one GPU per process, cuda:LOCAL_RANK
+        if dev.index is not None:
+            raise CLIError(f"--nproc with --device {cfg.device}: use --device cuda (each process "
+                           "takes its own GPU, cuda:LOCAL_RANK)")  # fmt: skip
+        if torch.cuda.device_count() < args.nproc:
+            raise CLIError(
+                f"--nproc {args.nproc} on CUDA needs {args.nproc} GPUs (one per process), this "
+                f"machine has {torch.cuda.device_count()}"
+            )
     # the run folder is named here, once: every worker gets the same --out
     worker = ["-m", "ostl", *_without_nproc(args.argv), "--out", str(out)]
     status = dist.launch(worker, args.nproc)
