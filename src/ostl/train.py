@@ -202,7 +202,11 @@ def _to(batch: Batch, dev: torch.device) -> tuple[Tensor, list[Tensor | None]]:
 
 @torch.no_grad()
 def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
-    """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules)."""
+    """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules).
+
+    In a process group it is a collective: every rank must call it; each evaluates its shard
+    of every batch and the metric's sums are all-reduced.
+    """
     metric = task.metric()
     dev = net.device
     state: tuple[Any, ...] | None = None
