@@ -22,10 +22,8 @@ def test_write_section_appends_then_replaces(tmp_path):
 def test_write_section_creates_the_file(tmp_path):
     path = tmp_path / "new.md"
     write_section(path, "soak", "x")
-    assert (
-        read_sections(path.read_text())["soak"]
-        == "<!-- section:soak -->\nx\n<!-- /section:soak -->\n"
-    )
+    block = read_sections(path.read_text())["soak"]
+    assert block == "<!-- section:soak -->\nx\n<!-- /section:soak -->\n"
 
 
 def test_keep_sections_carries_old_sections_over(tmp_path):

@@ -7,7 +7,7 @@ Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Ne
 
 from __future__ import annotations
 
-from . import cells, checkpoint, errors, rules, surrogate, traces
+from . import cells, checkpoint, distributed, errors, rules, surrogate, traces
 from .api import Comparison, compare_to_bptt, gradients
 from .cells import CELLS
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -51,6 +51,7 @@ __all__ = [
     "surrogate",
     "traces",
     "errors",
+    "distributed",
     "OSTLError",
     "ShapeError",
     "DTypeError",

@@ -7,6 +7,7 @@
     ostl train --config runs/x/config.json          # rerun a run from its folder
     ostl train ... --out runs/x --checkpoint-every 500 --keep 3
     ostl train --resume runs/x                      # continue from the newest checkpoint
+    ostl train --nproc 2 --task digits ...          # 2 processes (torchrun), data-parallel
     ostl compare --task digits --rules bptt,ostl,osttp [--quick]
 
 Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
@@ -35,6 +36,10 @@ __all__ = ["main", "build_parser"]
 
 class CLIError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
+
+
+class WorkerError(Exception):
+    """A worker process of ``--nproc`` failed: reported as one line, exit status 1."""
 
 
 # -- argument types ------------------------------------------------------------------------
@@ -151,7 +156,58 @@ def _default_out(*parts: str) -> Path:
     return Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N`` (the workers must not relaunch)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch_train(args: argparse.Namespace, cfg: Any, out: Path) -> int:
+    """``ostl train --nproc N``: the same command in N processes under torchrun."""
+    from . import distributed as dist
+
+    if dist.launched():
+        raise CLIError("--nproc inside a torchrun worker: launch with one or the other, not both")
+    batch = cfg.batch_size
+    if batch is None:
+        from .tasks import TASKS
+
+        batch = TASKS[cfg.task].defaults.batch_size
+    if batch < args.nproc:
+        raise CLIError(
+            f"--nproc {args.nproc} needs a batch of at least {args.nproc} sequences (one per "
+            f"process), got --batch-size {batch}"
+        )
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":  # NCCL: one GPU per process, cuda:LOCAL_RANK
+        if dev.index is not None:
+            raise CLIError(f"--nproc with --device {cfg.device}: use --device cuda (each process "
+                           "takes its own GPU, cuda:LOCAL_RANK)")  # fmt: skip
+        if torch.cuda.device_count() < args.nproc:
+            raise CLIError(
+                f"--nproc {args.nproc} on CUDA needs {args.nproc} GPUs (one per process), this "
+                f"machine has {torch.cuda.device_count()}"
+            )
+    # the run folder is named here, once: every worker gets the same --out
+    worker = ["-m", "ostl", *_without_nproc(args.argv), "--out", str(out)]
+    status = dist.launch(worker, args.nproc)
+    if status != 0:
+        raise WorkerError(
+            f"a worker process failed (torchrun exit status {status}); every worker was "
+            "stopped. The failing rank's error is above."
+        )
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed as dist
     from .compare import format_table
     from .train import resume, train
 
@@ -160,9 +216,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "keep": args.keep,
         "stop_after_steps": args.stop_after_steps,
     }
+    many = (args.nproc is not None and args.nproc > 1) or dist.launched()
+    if many and (args.resume or args.checkpoint_every or args.stop_after_steps):
+        raise CLIError(
+            "checkpoints and --resume run in one process for now (each process holds its own "
+            "traces): drop --nproc / torchrun, or the checkpoint options"
+        )
     if args.resume:
         out = _resume_dir(args)
         result = resume(out, progress=not args.no_progress, **ckpt)
+        reports = True
     else:
         cfg = _config(args)
         if cfg.rule not in RULES:
@@ -175,7 +238,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
                 "choose another folder"
             )
-        result = train(cfg, out, progress=not args.no_progress, **ckpt)
+        if args.nproc is not None and args.nproc > 1:
+            return _launch_train(args, cfg, out)
+        dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
+        try:
+            result = train(cfg, out, progress=not args.no_progress, **ckpt)
+            reports = dist.is_main()
+        finally:
+            dist.shutdown()
+    if not reports:  # one report, from rank 0
+        return 0
     if result.stopped_at_step is not None:
         print(
             f"stopped after step {result.stopped_at_step}; checkpoint in {out / 'checkpoints'}; "
@@ -210,6 +282,10 @@ def _resume_dir(args: argparse.Namespace) -> Path:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import DEFAULT_RULES, available_rules, compare, format_table
+    from .distributed import launched
+
+    if launched():
+        raise CLIError("compare runs in one process: under torchrun, use `ostl train` per rule")
 
     if args.rules is None:
         rules, missing = available_rules(DEFAULT_RULES)
@@ -289,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one network with one rule on a task")
     t.add_argument("--rule", help="learning rule (default ostl)")
     t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
+    t.add_argument(
+        "--nproc",
+        type=_positive,
+        help="processes on this machine, data-parallel (relaunches through torchrun; the batch "
+        "is split between them)",
+    )
     _add_run_options(t)
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     t.add_argument(
@@ -327,11 +409,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(bench_main(argv[1:], prog="ostl bench"))
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args))
     except (CLIError, OSTLError, MissingDependencyError, ValueError, OSError) as e:
         print(f"ostl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except WorkerError as e:
+        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ostl {args.command}: interrupted", file=sys.stderr)
         return 130

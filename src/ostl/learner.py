@@ -26,6 +26,13 @@ target, a learning signal or a gradient holds NaN or Inf (the optimizer never st
 ``"skip"`` lets them through to the gradient, skips that update (counted in ``skipped``) and,
 if the network state or traces were poisoned, restarts the stream state (weights are kept).
 
+``distributed=True`` is data-parallel learning on ``torch.distributed`` (:mod:`ostl.distributed`):
+every rank steps on its own slice of the batch, and the gradients are averaged over the ranks,
+weighted by their local batch sizes, before each optimizer update (one all-reduce per update, or
+per layer update when unlocked). Every rank must call ``update`` on the same schedule; it steps
+its optimizer when any rank saw a target, so all ranks keep the same weights. The non-finite
+guard checks the averaged gradients, so every rank takes the same decision.
+
 Checkpoints: ``learner.state_dict()`` holds the weights, the optimizer state, the rule's runner
 (network state, traces, accumulated gradients, random matrices) and the schedule position;
 ``learner.load_state_dict(sd)`` on a learner built the same way continues bit for bit.
@@ -39,7 +46,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, NonFiniteError, OptionError
+from . import distributed as dist
+from .errors import CheckpointError, NonFiniteError, OptionError, OSTLError
 from .layer import Network
 from .rules import LossFn, Rule, get_rule
 from .rules.base import NONFINITE
@@ -60,6 +68,12 @@ class Learner:
         unlocked: apply each layer's update as soon as its own step is done (OSTTP with
             ``update_every=1`` only; see the module docstring).
         nonfinite: ``"raise"`` or ``"skip"`` (see the module docstring).
+        distributed: average the gradients over the ranks of the initialised default
+            ``torch.distributed`` process group before each update; rank 0's initial weights
+            are broadcast to every rank at construction.
+        same_target_steps: (distributed) every rank has its targets at the same steps, as when
+            the ranks take slices of the same global batches (``ostl.train``): an update window
+            without any target then skips the all-reduce instead of asking the other ranks.
     """
 
     def __init__(
@@ -72,6 +86,8 @@ class Learner:
         update_every: int | None = 1,
         unlocked: bool = False,
         nonfinite: str = "raise",
+        distributed: bool = False,
+        same_target_steps: bool = False,
     ) -> None:
         if update_every is not None and (
             not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
@@ -105,6 +121,15 @@ class Learner:
                     f"needs update_every=1, got {update_every!r}"
                 )
             check_unlockable(self.runner).on_layer_update = self._update_layer
+        self.distributed = bool(distributed)
+        self.same_target_steps = bool(same_target_steps)
+        if self.distributed:
+            if not dist.active():
+                raise OSTLError(
+                    "distributed=True needs an initialised torch.distributed process group: "
+                    "launch with torchrun and call ostl.distributed.init() first"
+                )
+            dist.broadcast_parameters(self.runner.params.values())
 
     def reset(self, batch_size: int) -> None:
         """Start new sequences: resting state and zero traces (weights are kept)."""
@@ -135,9 +160,9 @@ class Learner:
         """Finish pending work, write the gradients into ``.grad`` and step the optimizer."""
         self.runner.flush()
         self._since_update = 0
+        self._all_reduce_grads()  # before the guard: every rank checks the same gradients
         if not self._pending:
             return
-        # (A data-parallel all-reduce of runner.grads belongs here, before the guard.)
         if not self._check_finite(list(self.runner.params)):
             self._pending = False
             return
@@ -157,7 +182,10 @@ class Learner:
         """
         prefix = f"layers.{i}."
         params = {n: p for n, p in self.runner.params.items() if n.startswith(prefix)}
-        if not params or not self._check_finite(list(params)):
+        if not params:
+            return
+        self._all_reduce_grads(prefix)
+        if not self._check_finite(list(params)):
             return
         for name, p in params.items():
             p.grad = self.runner.grads[name].clone()
@@ -165,6 +193,21 @@ class Learner:
         for name, p in params.items():
             p.grad = None
             self.runner.grads[name].zero_()
+
+    def _all_reduce_grads(self, prefix: str = "") -> None:
+        """Distributed: average the (``prefix``-named) gradients over the ranks, in place.
+
+        Every rank calls it at every update, so no rank skips the collective; afterwards
+        ``_pending`` is True on every rank if any rank saw a target.
+        """
+        if not self.distributed or (self.same_target_steps and not self._pending and not prefix):
+            return
+        r = self.runner
+        grads = {n: g for n, g in r.grads.items() if n.startswith(prefix)}
+        if prefix:  # an unlocked layer update: it happens only at steps with a target
+            dist.all_reduce_grads(grads, r.batch_size, True)
+        else:
+            self._pending = dist.all_reduce_grads(grads, r.batch_size, self._pending)
 
     def _check_finite(self, names: list[str]) -> bool:
         """True if the final gradients of ``names`` are finite; else raise or skip (policy).

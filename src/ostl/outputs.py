@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from . import __version__, plots
+from . import distributed as dist
 from .layer import Layer, Network
 from .tasks import Task
 from .tasks.base import SPIKING_CELLS
@@ -82,6 +83,7 @@ def write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
         "python": platform.python_version(),
         "machine": platform.platform(),
         "threads": torch.get_num_threads(),
+        "processes": dist.world_size(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     title = f"{cfg.task}: {cfg.rule}, {cfg.cell} {list(cfg.hidden or ())}, seed {cfg.seed}"

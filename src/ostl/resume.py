@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import distributed as dist
 from .checkpoint import save_checkpoint
 from .errors import CheckpointError, OptionError
 from .learner import Learner
@@ -97,7 +98,9 @@ class Epoch:
             self.metric.update(torch.stack(self.ys), batch)
             self.batch, self.t, self.ys = b + 1, 0, []
             on_batch(self.loss_sum / max(self.loss_n, 1), self.metric.value())
-        return self.loss_sum / max(self.loss_n, 1), self.metric.value()
+        loss_sum, n = dist.all_reduce_sums([self.loss_sum, self.loss_n])  # over every rank
+        dist.reduce_metric(self.metric)
+        return loss_sum / max(n, 1), self.metric.value()
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,14 @@ is reported too (``final_test_metric``).
 The run folder holds ``config.json`` (``ostl train --config config.json`` reruns it),
 ``metrics.csv`` (one row per epoch), ``summary.json``, ``learning_curves.png`` and, for spiking
 networks, ``raster.png``.
+
+Several processes (``torchrun ... -m ostl train`` or ``ostl train --nproc N``; see
+:mod:`ostl.distributed`): ``batch_size`` is the global batch; every rank learns on its slice of
+each batch and the learner averages the gradients before each update. Evaluation is sharded the
+same way and the metric's sums are all-reduced, so every rank gets the metric of the whole
+split (and picks the same best epoch); the training loss and metric are summed over ranks too.
+Only rank 0 writes the run folder and shows progress bars. Checkpoints and resume are
+single-process for now (each rank holds its own network state and traces).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist
 from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .errors import CheckpointError, OptionError
 from .layer import Network
@@ -210,11 +219,18 @@ def _device(name: str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
-    """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules)."""
+    """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules).
+
+    In a process group it is a collective: every rank must call it; each evaluates its shard
+    of every batch and the metric's sums are all-reduced.
+    """
     metric = task.metric()
     dev = net.device
     state: tuple[Any, ...] | None = None
     for batch in task.eval_batches(split, batch_size):
+        batch = dist.shard_batch(batch)
+        if batch.xs.shape[1] == 0:  # fewer sequences than processes: nothing on this rank
+            continue
         xs, _ = to_device(batch, dev)
         if batch.reset or state is None:
             state = net.init_state(xs.shape[1])
@@ -223,6 +239,7 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
             y, state = net.step(x, state)
             ys.append(y)
         metric.update(torch.stack(ys), batch)
+    dist.reduce_metric(metric)
     return metric.value()
 
 
@@ -258,10 +275,22 @@ def train(
     check_run_options(out, checkpoint_every, keep, resume, stop_after_steps)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    dev = _device(cfg.device)
+    dev = dist.local_device(_device(cfg.device))
     task = task or get_task(cfg.task, **cfg.task_options)
     cfg = cfg.resolve(task)
     assert cfg.epochs is not None and cfg.batch_size is not None and cfg.lr is not None
+    if cfg.batch_size < dist.world_size():
+        raise OptionError(
+            f"batch_size {cfg.batch_size} is smaller than the {dist.world_size()} processes: "
+            "every process needs at least one sequence of each batch"
+        )
+    if dist.world_size() > 1 and (resume or checkpoint_every or stop_after_steps):
+        raise OptionError(
+            "checkpoints and resume are single-process for now (each process holds its own "
+            "network state and traces): run in one process, or without checkpoints"
+        )
+    progress = progress and dist.is_main()
+    writes = out is not None and dist.is_main()  # the only rank that writes anything
     net = task.network(cfg.hidden, cfg.cell, cfg.recurrent, seed=cfg.seed).to(dev)
     rule = get_rule(cfg.rule)
     learner = Learner(
@@ -271,6 +300,8 @@ def train(
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr),
         update_every=update_every(rule, cfg.schedule),
         nonfinite=cfg.nonfinite,
+        distributed=dist.active(),
+        same_target_steps=True,  # every rank slices the same global batches
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     run = Progress(1, gen.get_state(), [], None, 0, copy.deepcopy(net.state_dict()))
@@ -284,8 +315,8 @@ def train(
         check_same_config(saved["config"], cfg.to_json(), ckpt_dir)
         learner.load_state_dict(saved["learner"])
         run = Progress(**saved["progress"])
-    elif out is not None:
-        write_config(out, cfg)
+    elif writes and out is not None and (checkpoint_every or stop_after_steps):
+        write_config(out, cfg)  # now, so that --resume can rebuild the run after a crash
     meter, timer = MemoryMeter(learner), StepTimer()
     epoch_loop = Epoch(learner, task, meter, timer)
     if saved is not None:
@@ -316,7 +347,7 @@ def train(
         for epoch in epochs:
             gen.set_state(run.epoch_rng)
             bar = tqdm(
-                task.train_batches(cfg.batch_size, gen),
+                dist.shard_batches(task.train_batches(cfg.batch_size, gen)),
                 total=task.num_train_batches(cfg.batch_size),
                 desc=f"epoch {epoch}",
                 leave=False,
@@ -347,12 +378,12 @@ def train(
             epochs.set_postfix(loss=f"{train_loss:.4f}", **{f"valid_{metric.name}": f"{valid:.4f}"})
             run.epoch, run.epoch_rng = epoch + 1, gen.get_state()
             epoch_loop.begin()
-            if out is not None:
+            if writes and out is not None:
                 write_metrics(out, run.history)
             if ckpt is not None:
                 ckpt.save(payload(), learner.steps)
     except Stopped as stop:
-        if out is not None:
+        if writes and out is not None:
             write_metrics(out, run.history)
         return _result(cfg, metric, run, learner, meter, timer, t0, out, stopped_at=stop.step)
     final_test = evaluate(net, task, "test", cfg.batch_size)
@@ -361,7 +392,7 @@ def train(
         evaluate(net, task, "test", cfg.batch_size) if run.best_epoch < cfg.epochs else final_test
     )
     result = _result(cfg, metric, run, learner, meter, timer, t0, out, (test, final_test))
-    if out is not None:
+    if writes and out is not None:
         write_run(out, result, net, task)
     return result
 
