@@ -108,6 +108,8 @@ def test_cli_stop_then_resume_equals_the_uninterrupted_run(
     [
         (["train", "--resume", "/no/such/run"], "no such run folder"),
         (["train", "--resume", ".", "--epochs", "3"], "drop --epochs"),
+        (["train", "--nproc", "2", "--checkpoint-every", "5"], "one process"),
+        (["train", "--nproc", "2", "--resume", "x"], "one process"),
     ],
 )
 def test_cli_resume_errors(
