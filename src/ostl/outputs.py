@@ -64,6 +64,7 @@ def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
     """metrics.csv rewritten whole from the history (so a resumed run stays consistent)."""
     if not history:
         return
+    out.mkdir(parents=True, exist_ok=True)
     tmp = out / "metrics.csv.tmp"
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(history[0]))
@@ -74,6 +75,7 @@ def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
 
 def write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
     cfg = result.config
+    out.mkdir(parents=True, exist_ok=True)
     write_config(out, cfg)
     write_metrics(out, result.history)
     summary = result.to_json()

@@ -378,9 +378,9 @@ def train(
             epochs.set_postfix(loss=f"{train_loss:.4f}", **{f"valid_{metric.name}": f"{valid:.4f}"})
             run.epoch, run.epoch_rng = epoch + 1, gen.get_state()
             epoch_loop.begin()
-            if writes and out is not None:
-                write_metrics(out, run.history)
             if ckpt is not None:
+                if writes and out is not None:
+                    write_metrics(out, run.history)  # consistent with the checkpoint
                 ckpt.save(payload(), learner.steps)
     except Stopped as stop:
         if writes and out is not None:
