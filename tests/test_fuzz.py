@@ -150,3 +150,44 @@ def test_sequence_batch_mismatches_raise_the_library_errors(
         return  # well-formed
     with pytest.raises(ostl.OSTLError):
         ostl.gradients(net, rule, xs, targets, mse)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(
+    cell=st.sampled_from(CELL_NAMES),
+    rule=st.sampled_from(["bptt", "ostl", "osttp", "eprop", "snap", "dfa"]),
+    hidden=st.lists(sizes, min_size=1, max_size=2),
+    B=st.integers(1, 3),
+    T=st.integers(2, 5),
+    cut=st.integers(1, 9),
+    recurrent=st.booleans(),
+)
+def test_resume_at_a_random_step_is_bit_identical(
+    cell: str, rule: str, hidden: list[int], B: int, T: int, cut: int, recurrent: bool
+) -> None:
+    xs, ts = sequence(T, B, 3, 2, seed=cut)
+    steps = [(k, t) for k in range(2) for t in range(T)]
+    cut = min(cut, len(steps) - 1)
+
+    def learner() -> ostl.Learner:
+        net = make_net(cell, [3, *hidden], recurrent, n_out=2, seed=5)
+        return ostl.Learner(
+            net, RULES[rule](), loss_fn=mse, optimizer=torch.optim.Adam(net.parameters(), 1e-2),
+            update_every=None if rule == "bptt" else 1,
+        )  # fmt: skip
+
+    def run(lrn: ostl.Learner, part: list[tuple[int, int]]) -> None:
+        for _, t in part:
+            if t == 0:
+                lrn.reset(B)
+            lrn.step(xs[t], ts[t] if t % 2 else None)
+            if t == T - 1:
+                lrn.end_sequence()
+
+    full, first, second = learner(), learner(), learner()
+    run(full, steps)
+    run(first, steps[:cut])
+    second.load_state_dict(first.state_dict())
+    run(second, steps[cut:])
+    for k, v in full.net.state_dict().items():
+        assert torch.equal(v, second.net.state_dict()[k]), k
