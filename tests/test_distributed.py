@@ -160,25 +160,62 @@ if os.environ.get("RANK") == "1":
 """
 
 
-def test_a_failed_worker_ends_the_run_with_a_clear_error(tmp_path: Path) -> None:
-    """Rank 1 raises mid-epoch: no hang, exit 1, one ``ostl train: error:`` line, no folder."""
+def _train(
+    *argv: str, hook: Path | None = None, timeout: str = "60"
+) -> subprocess.CompletedProcess[str]:
+    env = _env(OSTL_DIST_TIMEOUT=timeout, **({"PYTHONPATH": str(hook)} if hook else {}))
+    return subprocess.run(
+        [sys.executable, "-m", "ostl", "train", *argv], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def _last_weights(out: Path) -> dict[str, torch.Tensor]:
+    return ostl.load_checkpoint(out / "checkpoints")["learner"]["net"]
+
+
+def test_a_failed_worker_ends_the_run_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rank 1 raises at its 3rd update: no hang, exit 1, one ``ostl train: error:`` line; the
+    checkpoint of step 2 (written by rank 0, holding both ranks' state) stays loadable and the
+    run resumes from it with the same number of processes, not with another."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(_FAIL)
     out = tmp_path / "run"
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "ostl", "train", "--nproc", "2", "--rule", "ostl", *TINY,
-         "--out", str(out)],
-        env=_env(PYTHONPATH=str(hook), OSTL_DIST_TIMEOUT="60"), capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
+    proc = _train("--nproc", "2", "--rule", "ostl", *TINY, "--out", str(out),
+                  "--checkpoint-every", "2", hook=hook)  # fmt: skip
     assert time.perf_counter() - t0 < 120
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "injected failure on rank 1" in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ostl train: error: a worker process failed"), last
-    assert not out.exists()
+    saved = ostl.load_checkpoint(out / "checkpoints")
+    assert saved["processes"] == 2 and len(saved["ranks"]) == 1 and saved["learner"]["steps"] == 2
+    assert not (out / "summary.json").exists()
+    # one process cannot take over the two ranks' traces
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "written by 2 process(es), this run has 1" in err and "--nproc 2" in err
+    proc = _train("--resume", str(out), "--nproc", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["environment"]["processes"] == 2
+
+
+@pytest.mark.slow
+def test_an_interrupted_two_process_run_resumes_bit_identical(tmp_path: Path) -> None:
+    """--nproc 2 stopped after step 5 and resumed ends with the uninterrupted run's weights."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    opts = ["--nproc", "2", "--rule", "osttp", *TINY, "--checkpoint-every", "3"]
+    assert _train(*opts, "--out", str(full)).returncode == 0
+    proc = _train(*opts, "--out", str(part), "--stop-after-steps", "5")
+    assert proc.returncode == 0 and "stopped after step 5" in proc.stdout, proc.stderr[-3000:]
+    proc = _train("--resume", str(part), "--nproc", "2", "--no-progress", "--checkpoint-every", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _last_weights(full), _last_weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

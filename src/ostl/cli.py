@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,18 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _launch_train(args: argparse.Namespace, cfg: Any, out: Path) -> int:
+def _saved_config(out: Path) -> Any:
+    """The TrainConfig of the run folder ``out`` (its config.json), for ``--resume``."""
+    from .train import TrainConfig
+
+    path = out / "config.json"
+    try:
+        return TrainConfig.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise CLIError(f"--resume {out}: cannot read {path.name}: {e}") from None
+
+
+def _launch_train(args: argparse.Namespace, cfg: Any, out: Path | None) -> int:
     """``ostl train --nproc N``: the same command in N processes under torchrun."""
     from . import distributed as dist
 
@@ -195,8 +207,10 @@ def _launch_train(args: argparse.Namespace, cfg: Any, out: Path) -> int:
                 f"--nproc {args.nproc} on CUDA needs {args.nproc} GPUs (one per process), this "
                 f"machine has {torch.cuda.device_count()}"
             )
-    # the run folder is named here, once: every worker gets the same --out
-    worker = ["-m", "ostl", *_without_nproc(args.argv), "--out", str(out)]
+    # the run folder is named here, once: every worker gets the same --out (or --resume)
+    worker = ["-m", "ostl", *_without_nproc(args.argv)]
+    if out is not None:
+        worker += ["--out", str(out)]
     status = dist.launch(worker, args.nproc)
     if status != 0:
         raise WorkerError(
@@ -216,16 +230,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "keep": args.keep,
         "stop_after_steps": args.stop_after_steps,
     }
-    many = (args.nproc is not None and args.nproc > 1) or dist.launched()
-    if many and (args.resume or args.checkpoint_every or args.stop_after_steps):
-        raise CLIError(
-            "checkpoints and --resume run in one process for now (each process holds its own "
-            "traces): drop --nproc / torchrun, or the checkpoint options"
-        )
+    nproc = args.nproc is not None and args.nproc > 1
     if args.resume:
         out = _resume_dir(args)
-        result = resume(out, progress=not args.no_progress, **ckpt)
-        reports = True
+        cfg = _saved_config(out)
+        if nproc:
+            return _launch_train(args, cfg, None)
+        run = partial(resume, out, progress=not args.no_progress, **ckpt)
     else:
         cfg = _config(args)
         if cfg.rule not in RULES:
@@ -238,14 +249,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
                 "choose another folder"
             )
-        if args.nproc is not None and args.nproc > 1:
+        if nproc:
             return _launch_train(args, cfg, out)
-        dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
-        try:
-            result = train(cfg, out, progress=not args.no_progress, **ckpt)
-            reports = dist.is_main()
-        finally:
-            dist.shutdown()
+        run = partial(train, cfg, out, progress=not args.no_progress, **ckpt)
+    dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
+    try:
+        result = run()
+        reports = dist.is_main()
+    finally:
+        dist.shutdown()
     if not reports:  # one report, from rank 0
         return 0
     if result.stopped_at_step is not None:

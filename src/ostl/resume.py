@@ -30,7 +30,15 @@ from .meter import MemoryMeter, StepTimer
 from .tasks import Task
 from .tasks.data import Batch, as_list
 
-__all__ = ["Epoch", "Checkpointer", "Stopped", "Progress", "to_device", "check_run_options"]
+__all__ = [
+    "Epoch",
+    "Checkpointer",
+    "Stopped",
+    "Progress",
+    "to_device",
+    "check_run_options",
+    "this_rank",
+]
 
 
 class Stopped(Exception):  # noqa: N818 - a signal, not an error
@@ -137,16 +145,39 @@ class Checkpointer:
     ) -> None:
         self.directory, self.every, self.keep, self.stop_after = directory, every, keep, stop_after
 
-    def after_step(self, step: int, payload: Callable[[], dict[str, Any]]) -> None:
+    def after_step(self, step: int, payload: Callable[[], dict[str, Any] | None]) -> None:
         stop = self.stop_after is not None and step >= self.stop_after
         if stop or (self.every is not None and step % self.every == 0):
             self.save(payload(), step)
         if stop:
             raise Stopped(step)
 
-    def save(self, payload: dict[str, Any], step: int) -> Path:
-        """Write one checkpoint (atomically; a poisoned payload is refused)."""
+    def save(self, payload: dict[str, Any] | None, step: int) -> Path | None:
+        """Write one checkpoint (atomically; a poisoned payload is refused).
+
+        In a process group only rank 0 has the payload (every rank's state, gathered) and
+        writes; the other ranks pass None and write nothing.
+        """
+        if payload is None:
+            return None
         return save_checkpoint(self.directory, payload, step=step, keep=self.keep)
+
+
+def this_rank(saved: dict[str, Any], where: Path) -> dict[str, Any]:
+    """This rank's own part of a checkpoint (learner, epoch position, RNG, meters).
+
+    A checkpoint written by N processes holds rank 0's part at the top level and the others'
+    under ``"ranks"``; it resumes only with the same N (each rank holds its own sequences'
+    state and traces).
+    """
+    n, world = int(saved.get("processes", 1)), dist.world_size()
+    if n != world:
+        raise CheckpointError(
+            f"{where}: the checkpoint was written by {n} process(es), this run has {world}: "
+            f"resume with the same number of processes (--nproc {n})"
+        )
+    r = dist.rank()
+    return {} if r == 0 else dict(saved["ranks"][r - 1])
 
 
 def check_same_config(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:

@@ -53,6 +53,7 @@ from .resume import (
     Stopped,
     check_run_options,
     check_same_config,
+    this_rank,
     to_device,
 )
 from .rules import BPTT, RULES, Rule, get_rule
@@ -284,11 +285,6 @@ def train(
             f"batch_size {cfg.batch_size} is smaller than the {dist.world_size()} processes: "
             "every process needs at least one sequence of each batch"
         )
-    if dist.world_size() > 1 and (resume or checkpoint_every or stop_after_steps):
-        raise OptionError(
-            "checkpoints and resume are single-process for now (each process holds its own "
-            "network state and traces): run in one process, or without checkpoints"
-        )
     progress = progress and dist.is_main()
     writes = out is not None and dist.is_main()  # the only rank that writes anything
     net = task.network(cfg.hidden, cfg.cell, cfg.recurrent, seed=cfg.seed).to(dev)
@@ -313,6 +309,7 @@ def train(
             raise CheckpointError(f"{out}: no checkpoint to resume (no folder {ckpt_dir.name}/)")
         saved = load_checkpoint(ckpt_dir)
         check_same_config(saved["config"], cfg.to_json(), ckpt_dir)
+        saved.update(this_rank(saved, ckpt_dir))
         learner.load_state_dict(saved["learner"])
         run = Progress(**saved["progress"])
     elif writes and out is not None and (checkpoint_every or stop_after_steps):
@@ -327,17 +324,21 @@ def train(
     metric = task.metric()
     t0 = time.perf_counter() - run.elapsed
 
-    def payload() -> dict[str, Any]:
+    def payload() -> dict[str, Any] | None:
+        """The checkpoint (on rank 0; None elsewhere): a collective in a process group."""
         run.elapsed = time.perf_counter() - t0
-        return {
-            "config": cfg.to_json(),
+        local = {  # what differs between ranks: each holds its own sequences' state and traces
             "learner": learner.state_dict(),
-            "progress": vars(run),
             "epoch": epoch_loop.state_dict(),
             "meter_peak": meter.peak,
             "timer": [timer.steps, timer.seconds],
             "rng": rng_state(),
         }
+        ranks = dist.gather_to_main(local)
+        if ranks is None:
+            return None
+        shared = {"config": cfg.to_json(), "progress": vars(run), "processes": len(ranks)}
+        return {**shared, **ranks[0], "ranks": ranks[1:]}
 
     ckpt = None
     if out is not None and (checkpoint_every or stop_after_steps):
