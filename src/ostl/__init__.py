@@ -7,15 +7,19 @@ Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Ne
 
 from __future__ import annotations
 
-from . import cells, errors, rules, surrogate, traces
+from . import cells, checkpoint, distributed, errors, rules, surrogate, traces
 from .api import Comparison, compare_to_bptt, gradients
 from .cells import CELLS
+from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import (
+    CheckpointError,
     DeviceError,
     DTypeError,
     NonFiniteError,
+    OptionError,
     OSTLError,
     ShapeError,
+    TargetError,
     TraceTooLargeError,
     UnsupportedError,
 )
@@ -47,6 +51,7 @@ __all__ = [
     "surrogate",
     "traces",
     "errors",
+    "distributed",
     "OSTLError",
     "ShapeError",
     "DTypeError",
@@ -54,4 +59,10 @@ __all__ = [
     "NonFiniteError",
     "UnsupportedError",
     "TraceTooLargeError",
+    "CheckpointError",
+    "TargetError",
+    "OptionError",
+    "checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
 ]

@@ -5,6 +5,9 @@
     ostl list
     ostl train --task digits --cell snu --rule ostl --hidden 128 --epochs 10 --out runs/x
     ostl train --config runs/x/config.json          # rerun a run from its folder
+    ostl train ... --out runs/x --checkpoint-every 500 --keep 3
+    ostl train --resume runs/x                      # continue from the newest checkpoint
+    ostl train --nproc 2 --task digits ...          # 2 processes (torchrun), data-parallel
     ostl compare --task digits --rules bptt,ostl,osttp [--quick]
 
 Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
@@ -19,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,10 @@ __all__ = ["main", "build_parser"]
 
 class CLIError(Exception):
     """Bad command-line input: reported as one line, exit status 2."""
+
+
+class WorkerError(Exception):
+    """A worker process of ``--nproc`` failed: reported as one line, exit status 1."""
 
 
 # -- argument types ------------------------------------------------------------------------
@@ -53,6 +61,16 @@ def _positive_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
     if not v > 0 or v == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
+
+
+def _nonnegative(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s}")
     return v
 
 
@@ -111,7 +129,7 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
         cfg = TrainConfig()
     given = {
         k: getattr(args, k)
-        for k in (*_BUDGET, "task", "device", "threads", "hardware", "pcm_update")
+        for k in (*_BUDGET, "task", "device", "threads", "nonfinite", "hardware", "pcm_update")
         if getattr(args, k, None) is not None
     }
     if getattr(args, "rule", None) is not None:
@@ -139,16 +157,118 @@ def _default_out(*parts: str) -> Path:
     return Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .compare import format_table
-    from .train import train
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N`` (the workers must not relaunch)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
-    cfg = _config(args)
-    if cfg.rule not in RULES:
-        raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
-    out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
-    result = train(cfg, out, progress=not args.no_progress)
+
+def _saved_config(out: Path) -> Any:
+    """The TrainConfig of the run folder ``out`` (its config.json), for ``--resume``."""
+    from .train import TrainConfig
+
+    path = out / "config.json"
+    try:
+        return TrainConfig.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise CLIError(f"--resume {out}: cannot read {path.name}: {e}") from None
+
+
+def _launch_train(args: argparse.Namespace, cfg: Any, out: Path | None) -> int:
+    """``ostl train --nproc N``: the same command in N processes under torchrun."""
+    from . import distributed as dist
+
+    if dist.launched():
+        raise CLIError("--nproc inside a torchrun worker: launch with one or the other, not both")
+    batch = cfg.batch_size
+    if batch is None:
+        from .tasks import TASKS
+
+        batch = TASKS[cfg.task].defaults.batch_size
+    if batch < args.nproc:
+        raise CLIError(
+            f"--nproc {args.nproc} needs a batch of at least {args.nproc} sequences (one per "
+            f"process), got --batch-size {batch}"
+        )
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":  # NCCL: one GPU per process, cuda:LOCAL_RANK
+        if dev.index is not None:
+            raise CLIError(f"--nproc with --device {cfg.device}: use --device cuda (each process "
+                           "takes its own GPU, cuda:LOCAL_RANK)")  # fmt: skip
+        if torch.cuda.device_count() < args.nproc:
+            raise CLIError(
+                f"--nproc {args.nproc} on CUDA needs {args.nproc} GPUs (one per process), this "
+                f"machine has {torch.cuda.device_count()}"
+            )
+    # the run folder is named here, once: every worker gets the same --out (or --resume)
+    worker = ["-m", "ostl", *_without_nproc(args.argv)]
+    if out is not None:
+        worker += ["--out", str(out)]
+    status = dist.launch(worker, args.nproc)
+    if status != 0:
+        raise WorkerError(
+            f"a worker process failed (torchrun exit status {status}); every worker was "
+            "stopped. The failing rank's error is above."
+        )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed as dist
+    from .compare import format_table
+    from .train import resume, train
+
+    ckpt = {
+        "checkpoint_every": args.checkpoint_every,
+        "keep": args.keep,
+        "stop_after_steps": args.stop_after_steps,
+    }
+    nproc = args.nproc is not None and args.nproc > 1
+    if args.resume:
+        out = _resume_dir(args)
+        cfg = _saved_config(out)
+        if nproc:
+            return _launch_train(args, cfg, None)
+        run = partial(resume, out, progress=not args.no_progress, **ckpt)
+    else:
+        cfg = _config(args)
+        if cfg.rule not in RULES:
+            raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
+        out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"--out {out}: exists and is not a folder")
+        if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+            raise CLIError(
+                f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
+                "choose another folder"
+            )
+        if nproc:
+            return _launch_train(args, cfg, out)
+        run = partial(train, cfg, out, progress=not args.no_progress, **ckpt)
+    dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
+    try:
+        result = run()
+        reports = dist.is_main()
+    finally:
+        dist.shutdown()
+    if not reports:  # one report, from rank 0
+        return 0
+    if result.stopped_at_step is not None:
+        print(
+            f"stopped after step {result.stopped_at_step}; checkpoint in {out / 'checkpoints'}; "
+            f"continue with: ostl train --resume {out}"
+        )
+        return 0
     print(format_table([result]))
+    if result.skipped_updates:
+        print(f"skipped {result.skipped_updates} update(s) with NaN/Inf (--nonfinite skip)")
     if result.hardware is not None:
         hw = result.hardware
         drift = ", ".join(f"{k} {v:.4f}" for k, v in hw["drift"].items())
@@ -161,8 +281,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_dir(args: argparse.Namespace) -> Path:
+    """The run folder of --resume, checked; no run option may be given with it."""
+    given = [
+        "--" + k.replace("_", "-")
+        for k in (*_BUDGET, "task", "device", "threads", "nonfinite", "rule", "config", "out")
+        if getattr(args, k, None) is not None
+    ] + (["--task-opt"] if args.task_opt else [])
+    if given:
+        raise CLIError(
+            f"--resume continues a run with its own config.json: drop {', '.join(given)}"
+        )
+    out = Path(args.resume)
+    if not out.is_dir():
+        raise CLIError(f"--resume {out}: no such run folder")
+    if not (out / "config.json").is_file():
+        raise CLIError(f"--resume {out}: no config.json (not a run folder written by ostl train)")
+    return out
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import DEFAULT_RULES, available_rules, compare, format_table
+    from .distributed import launched
+
+    if launched():
+        raise CLIError("compare runs in one process: under torchrun, use `ostl train` per rule")
 
     if args.rules is None:
         rules, missing = available_rules(DEFAULT_RULES)
@@ -178,6 +321,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             )
     cfg = _config(args, quick=args.quick)
     out = Path(args.out) if args.out else _default_out("compare", cfg.task)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
     results = compare(cfg, rules, out, progress=not args.no_progress)
     r0 = results[0].config
     print(
@@ -206,7 +351,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="online: online rules update every step, BPTT every sequence (default); "
         "sequence: every rule once per sequence",
     )
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_nonnegative)
     p.add_argument("--device", help="torch device (default cpu)")
     p.add_argument("--threads", type=_positive, help="torch CPU threads (default 1)")
     p.add_argument(
@@ -230,6 +375,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", help="output folder (default runs/<name>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--nonfinite",
+        choices=("raise", "skip"),
+        help="NaN/Inf in inputs, signals or gradients: stop with an error naming the step "
+        "(raise, default) or skip that update and count it (skip)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +397,29 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one network with one rule on a task")
     t.add_argument("--rule", help="learning rule (default ostl)")
     t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
+    t.add_argument(
+        "--nproc",
+        type=_positive,
+        help="processes on this machine, data-parallel (relaunches through torchrun; the batch "
+        "is split between them)",
+    )
     _add_run_options(t)
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument(
+        "--checkpoint-every",
+        dest="checkpoint_every",
+        type=_positive,
+        metavar="N",
+        help="write a checkpoint every N time steps (and at every epoch end) to OUT/checkpoints",
+    )
+    t.add_argument("--keep", type=_positive, default=3, help="checkpoints to keep (default 3)")
+    t.add_argument(
+        "--stop-after-steps",
+        dest="stop_after_steps",
+        type=_positive,
+        metavar="N",
+        help="write a checkpoint and stop after N time steps (continue with --resume)",
+    )
     t.set_defaults(func=_cmd_train)
     c = sub.add_parser("compare", help="train the same network with several rules, side by side")
     c.add_argument("--rules", help="comma-separated rules (default bptt,ostl,osttp)")
@@ -268,11 +441,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(bench_main(argv[1:], prog="ostl bench"))
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args))
-    except (CLIError, OSTLError, MissingDependencyError, ValueError) as e:
+    except (CLIError, OSTLError, MissingDependencyError, ValueError, OSError) as e:
         print(f"ostl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except WorkerError as e:
+        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ostl {args.command}: interrupted", file=sys.stderr)
         return 130

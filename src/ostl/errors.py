@@ -20,6 +20,9 @@ __all__ = [
     "NonFiniteError",
     "UnsupportedError",
     "TraceTooLargeError",
+    "CheckpointError",
+    "TargetError",
+    "OptionError",
     "check_tensor",
     "check_finite",
 ]
@@ -51,6 +54,18 @@ class UnsupportedError(OSTLError, NotImplementedError):
 
 class TraceTooLargeError(UnsupportedError, MemoryError):
     """An exact eligibility trace (or an RTRL influence matrix) would not fit the memory limit."""
+
+
+class OptionError(OSTLError, ValueError):
+    """An option or argument is out of range or of the wrong kind (e.g. ``update_every=0``)."""
+
+
+class TargetError(OSTLError, ValueError):
+    """A target does not fit the loss function or the rule (wrong kind, shape or dtype)."""
+
+
+class CheckpointError(OSTLError, ValueError):
+    """A checkpoint is corrupt, truncated, foreign, or does not match the run resuming from it."""
 
 
 def check_tensor(

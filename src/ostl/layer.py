@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .cells import Cell, make_cell
-from .errors import ShapeError, check_tensor
+from .errors import OptionError, ShapeError, check_tensor
 
 __all__ = ["Layer", "Readout", "ReadoutState", "Network", "SynapticProduct"]
 
@@ -108,7 +108,7 @@ class Layer(nn.Module):
         super().__init__()
         for name, v in (("n_in", n_in), ("n_out", n_out)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"Layer: {name} must be a positive int, got {v!r}")
+                raise OptionError(f"Layer: {name} must be a positive int, got {v!r}")
         self.n_in, self.n_out = n_in, n_out
         self.cell = make_cell(cell, n_out, **cell_kwargs)
         self.n_gates = self.cell.n_gates
@@ -136,7 +136,7 @@ class Layer(nn.Module):
     ) -> NamedTuple:
         """Resting state of the cell: a NamedTuple of (batch_size, n_out) tensors."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise OptionError(f"batch_size must be a positive int, got {batch_size!r}")
         return self.cell.init_state(
             batch_size, dtype=dtype or self.W.dtype, device=device or self.W.device
         )
@@ -176,7 +176,7 @@ class Readout(nn.Module):
         super().__init__()
         for name, v in (("n_in", n_in), ("n_out", n_out)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"Readout: {name} must be a positive int, got {v!r}")
+                raise OptionError(f"Readout: {name} must be a positive int, got {v!r}")
         self.n_in, self.n_out = n_in, n_out
         self.W = nn.Parameter(torch.empty(n_out, n_in))
         _uniform_(self.W, n_in)
@@ -209,7 +209,7 @@ class Network(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         if len(self.layers) == 0:
-            raise ValueError("Network needs at least one layer")
+            raise OptionError("Network needs at least one layer")
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer | Readout):
                 raise TypeError(

@@ -19,17 +19,38 @@ An update window without any target does not step the optimizer.
 each layer's update at step t is applied right after that layer's own forward step, before the
 layers above have run (``ostl.rules.osttp``). Each parameter still gets one optimizer step per
 step with a target, so the weights follow the same trajectory as with ``unlocked=False``.
+
+Non-finite values (``nonfinite``): ``"raise"`` (default) raises
+:class:`~ostl.errors.NonFiniteError` naming the tensor and the step as soon as an input, a
+target, a learning signal or a gradient holds NaN or Inf (the optimizer never steps on it);
+``"skip"`` lets them through to the gradient, skips that update (counted in ``skipped``) and,
+if the network state or traces were poisoned, restarts the stream state (weights are kept).
+
+``distributed=True`` is data-parallel learning on ``torch.distributed`` (:mod:`ostl.distributed`):
+every rank steps on its own slice of the batch, and the gradients are averaged over the ranks,
+weighted by their local batch sizes, before each optimizer update (one all-reduce per update, or
+per layer update when unlocked). Every rank must call ``update`` on the same schedule; it steps
+its optimizer when any rank saw a target, so all ranks keep the same weights. The non-finite
+guard checks the averaged gradients, so every rank takes the same decision.
+
+Checkpoints: ``learner.state_dict()`` holds the weights, the optimizer state, the rule's runner
+(network state, traces, accumulated gradients, random matrices) and the schedule position;
+``learner.load_state_dict(sd)`` on a learner built the same way continues bit for bit.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from . import distributed as dist
+from .errors import CheckpointError, NonFiniteError, OptionError, OSTLError
 from .layer import Network
 from .rules import LossFn, Rule, get_rule
+from .rules.base import NONFINITE
 from .rules.osttp import check_unlockable
 
 __all__ = ["Learner"]
@@ -46,6 +67,13 @@ class Learner:
         update_every: 1 (every step), k (every k steps) or None (at ``end_sequence``).
         unlocked: apply each layer's update as soon as its own step is done (OSTTP with
             ``update_every=1`` only; see the module docstring).
+        nonfinite: ``"raise"`` or ``"skip"`` (see the module docstring).
+        distributed: average the gradients over the ranks of the initialised default
+            ``torch.distributed`` process group before each update; rank 0's initial weights
+            are broadcast to every rank at construction.
+        same_target_steps: (distributed) every rank has its targets at the same steps, as when
+            the ranks take slices of the same global batches (``ostl.train``): an update window
+            without any target then skips the all-reduce instead of asking the other ranks.
     """
 
     def __init__(
@@ -57,16 +85,28 @@ class Learner:
         optimizer: torch.optim.Optimizer,
         update_every: int | None = 1,
         unlocked: bool = False,
+        nonfinite: str = "raise",
+        distributed: bool = False,
+        same_target_steps: bool = False,
     ) -> None:
         if update_every is not None and (
             not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
         ):
-            raise ValueError(f"update_every must be a positive int or None, got {update_every!r}")
+            raise OptionError(f"update_every must be a positive int or None, got {update_every!r}")
         if not callable(loss_fn):
             raise TypeError("loss_fn must be callable: loss_fn(y_t, target_t) -> scalar")
+        if nonfinite not in NONFINITE:
+            raise OptionError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         self.net = net
         self.rule = get_rule(rule)
         self.runner = self.rule.bind(net)
+        self.nonfinite = self.runner.nonfinite = nonfinite
+        self.steps = 0  # time steps since construction
+        self.skipped = 0  # updates skipped for non-finite gradients (nonfinite="skip")
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.update_every = update_every
@@ -76,11 +116,20 @@ class Learner:
         self.unlocked = bool(unlocked)
         if self.unlocked:
             if update_every != 1:
-                raise ValueError(
+                raise OptionError(
                     "unlocked=True applies each layer's update right after its own step: it "
                     f"needs update_every=1, got {update_every!r}"
                 )
             check_unlockable(self.runner).on_layer_update = self._update_layer
+        self.distributed = bool(distributed)
+        self.same_target_steps = bool(same_target_steps)
+        if self.distributed:
+            if not dist.active():
+                raise OSTLError(
+                    "distributed=True needs an initialised torch.distributed process group: "
+                    "launch with torchrun and call ostl.distributed.init() first"
+                )
+            dist.broadcast_parameters(self.runner.params.values())
 
     def reset(self, batch_size: int) -> None:
         """Start new sequences: resting state and zero traces (weights are kept)."""
@@ -92,6 +141,7 @@ class Learner:
     def step(self, x_t: Tensor, target_t: Any = None) -> Tensor:
         """One time step; updates the weights when the schedule says so. Returns y_t."""
         y = self.runner.step(x_t, target_t, self.loss_fn)
+        self.steps += 1
         if self.unlocked:  # every layer's update was applied during the step
             if target_t is not None:
                 self.updates += 1
@@ -110,7 +160,11 @@ class Learner:
         """Finish pending work, write the gradients into ``.grad`` and step the optimizer."""
         self.runner.flush()
         self._since_update = 0
+        self._all_reduce_grads()  # before the guard: every rank checks the same gradients
         if not self._pending:
+            return
+        if not self._check_finite(list(self.runner.params)):
+            self._pending = False
             return
         for name, p in self.runner.params.items():
             p.grad = self.runner.grads[name].clone()
@@ -130,12 +184,101 @@ class Learner:
         params = {n: p for n, p in self.runner.params.items() if n.startswith(prefix)}
         if not params:
             return
+        self._all_reduce_grads(prefix)
+        if not self._check_finite(list(params)):
+            return
         for name, p in params.items():
             p.grad = self.runner.grads[name].clone()
         self.optimizer.step()
         for name, p in params.items():
             p.grad = None
             self.runner.grads[name].zero_()
+
+    def _all_reduce_grads(self, prefix: str = "") -> None:
+        """Distributed: average the (``prefix``-named) gradients over the ranks, in place.
+
+        Every rank calls it at every update, so no rank skips the collective; afterwards
+        ``_pending`` is True on every rank if any rank saw a target.
+        """
+        if not self.distributed or (self.same_target_steps and not self._pending and not prefix):
+            return
+        r = self.runner
+        grads = {n: g for n, g in r.grads.items() if n.startswith(prefix)}
+        if prefix:  # an unlocked layer update: it happens only at steps with a target
+            dist.all_reduce_grads(grads, r.batch_size, True)
+        else:
+            self._pending = dist.all_reduce_grads(grads, r.batch_size, self._pending)
+
+    def _check_finite(self, names: list[str]) -> bool:
+        """True if the final gradients of ``names`` are finite; else raise or skip (policy).
+
+        Skipping zeroes those gradients, counts the skip and, if the rule's state or traces
+        hold NaN/Inf too, restarts the stream state so that the next steps are clean.
+        """
+        grads = self.runner.grads
+        bad = [n for n in names if not bool(torch.isfinite(grads[n]).all())]
+        if not bad:
+            return True
+        poisoned = [
+            n
+            for n, t in self.runner.named_state()
+            if not n.startswith("grads.")
+            and t.is_floating_point()
+            and not bool(torch.isfinite(t).all())
+        ]
+        where = f"at step {self.steps} (update {self.updates + 1})"
+        if self.nonfinite == "raise":
+            cause = f"; non-finite rule state: {', '.join(poisoned[:5])}" if poisoned else ""
+            raise NonFiniteError(
+                f"non-finite gradient {where} of {', '.join(bad)}{cause}. The weights were not "
+                "updated. Learner(nonfinite='skip') skips such updates instead."
+            )
+        for n in names:
+            grads[n].zero_()
+        self.skipped += 1
+        if poisoned:
+            self.runner.restart_stream()
+        return False
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer state, the runner's state and the schedule position (cloned)."""
+        return {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),  # a snapshot, not live
+            "runner": self.runner.state_dict(),
+            "update_every": self.update_every,
+            "unlocked": self.unlocked,
+            "steps": self.steps,
+            "updates": self.updates,
+            "skipped": self.skipped,
+            "since_update": self._since_update,
+            "pending": self._pending,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of a learner built the same way (net, rule, options).
+
+        Raises:
+            CheckpointError: the state is not a learner's, or belongs to another set-up.
+        """
+        if not isinstance(state, dict) or "runner" not in state or "net" not in state:
+            raise CheckpointError("not a Learner state_dict (keys net, optimizer, runner, ...)")
+        for key in ("update_every", "unlocked"):
+            if state[key] != getattr(self, key):
+                raise CheckpointError(
+                    f"the saved learner had {key}={state[key]!r}, this one {getattr(self, key)!r}: "
+                    "build the learner with the same options to continue"
+                )
+        try:
+            self.net.load_state_dict(state["net"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"the saved weights or optimizer do not fit: {e}") from None
+        self.runner.load_state_dict(state["runner"], self.loss_fn)
+        self.steps, self.updates = int(state["steps"]), int(state["updates"])
+        self.skipped = int(state["skipped"])
+        self._since_update, self._pending = int(state["since_update"]), bool(state["pending"])
 
     @property
     def mean_loss(self) -> float:

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .errors import OptionError
+
 __all__ = [
     "Surrogate",
     "FastSigmoid",
@@ -126,7 +128,7 @@ def get_surrogate(surrogate: str | Surrogate) -> Surrogate:
         return surrogate
     if isinstance(surrogate, str) and surrogate in SURROGATES:
         return SURROGATES[surrogate]()
-    raise ValueError(
+    raise OptionError(
         f"unknown surrogate {surrogate!r}: expected one of {sorted(SURROGATES)} "
         "or a Surrogate instance"
     )

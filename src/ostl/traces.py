@@ -33,14 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .cells import Cell
 from .cells.base import NeuronJacobians
-from .errors import TraceTooLargeError
+from .errors import CheckpointError, OptionError, TraceTooLargeError
 from .layer import Layer
 
 __all__ = [
@@ -228,6 +228,53 @@ class LayerTrace:
     def tensors(self) -> Iterator[Tensor]:
         yield from self.eps.values()
 
+    #: attributes that are scratch space overwritten before use, not state (never saved)
+    SCRATCH: ClassVar[tuple[str, ...]] = ("_spare",)
+
+    def _named(self) -> Iterator[tuple[str, str | None, Tensor]]:
+        """(attribute, key or None, tensor) of every tensor that carries over between steps."""
+        for attr, v in vars(self).items():
+            if attr in self.SCRATCH:
+                continue
+            if isinstance(v, Tensor):
+                yield attr, None, v
+            elif isinstance(v, dict) and v and all(isinstance(t, Tensor) for t in v.values()):
+                for key, t in v.items():
+                    yield attr, key, t
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every tensor the trace carries to the next step, cloned contiguous (for checkpoints)."""
+        return {
+            attr if key is None else f"{attr}.{key}": t.detach().clone(
+                memory_format=torch.contiguous_format
+            )
+            for attr, key, t in self._named()
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Inverse of :meth:`state_dict` for a trace built with the same layer and batch size."""
+        mine = {
+            attr if key is None else f"{attr}.{key}": (attr, key, t)
+            for attr, key, t in self._named()
+        }
+        if set(state) != set(mine):
+            raise CheckpointError(
+                f"trace of {type(self).__name__}: expected the entries {sorted(mine)}, got "
+                f"{sorted(state)} (a checkpoint of another network or rule?)"
+            )
+        for name, t in state.items():
+            attr, key, cur = mine[name]
+            if not isinstance(t, Tensor) or t.shape != cur.shape:
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise CheckpointError(
+                    f"trace entry {name}: expected shape {tuple(cur.shape)}, got {got}"
+                )
+            new = t.to(dtype=cur.dtype, device=cur.device).clone()
+            if key is None:
+                setattr(self, attr, new)
+            else:
+                getattr(self, attr)[key] = new
+
 
 class DiagonalTrace(LayerTrace):
     """ε[κ, p, b, c]: neuron p's own dynamics only (the H term dropped). Exact without H.
@@ -391,7 +438,7 @@ class FactorisedTrace(LayerTrace):
     def __init__(self, layer: Layer, batch_size: int, dtype: torch.dtype, device: torch.device):
         alpha = layer.cell.factorised_decay()
         if alpha is None or not FactorisedTrace.applies(layer):
-            raise ValueError(f"{type(layer.cell).__name__} does not factorise (see applies())")
+            raise OptionError(f"{type(layer.cell).__name__} does not factorise (see applies())")
         self.alpha = alpha
         self.mem = 1 - layer.cell.output_index()  # the memory variable (k = 2)
         super().__init__(layer, batch_size, dtype, device)

@@ -16,35 +16,59 @@ is reported too (``final_test_metric``).
 The run folder holds ``config.json`` (``ostl train --config config.json`` reruns it),
 ``metrics.csv`` (one row per epoch), ``summary.json``, ``learning_curves.png`` and, for spiking
 networks, ``raster.png``.
+
+Several processes (``torchrun ... -m ostl train`` or ``ostl train --nproc N``; see
+:mod:`ostl.distributed`): ``batch_size`` is the global batch; every rank learns on its slice of
+each batch and the learner averages the gradients before each update. Evaluation is sharded the
+same way and the metric's sums are all-reduced, so every rank gets the metric of the whole
+split (and picks the same best epoch); the training loss and metric are summed over ranks too.
+Only rank 0 writes the run folder and shows progress bars. Checkpoints and resume are
+single-process for now (each rank holds its own network state and traces).
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
-import platform
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm import tqdm
 
-from . import __version__, plots
-from .layer import Layer, Network
+from . import distributed as dist
+from .checkpoint import load_checkpoint, rng_state, set_rng_state
+from .errors import CheckpointError, OptionError
+from .layer import Network
 from .learner import Learner
 from .meter import MemoryMeter, StepTimer
+from .outputs import write_config, write_metrics, write_run
+from .resume import (
+    Checkpointer,
+    Epoch,
+    Progress,
+    Stopped,
+    check_run_options,
+    check_same_config,
+    this_rank,
+    to_device,
+)
 from .rules import BPTT, RULES, Rule, get_rule
+from .rules.base import NONFINITE
 from .tasks import Task, get_task, task_options
-from .tasks.base import SPIKING_CELLS
-from .tasks.data import Batch, as_list
 
-__all__ = ["TrainConfig", "RunResult", "train", "evaluate", "update_every", "SCHEDULES"]
+__all__ = [
+    "TrainConfig",
+    "RunResult",
+    "train",
+    "resume",
+    "evaluate",
+    "update_every",
+    "SCHEDULES",
+]
 
 SCHEDULES = ("online", "sequence")
 
@@ -71,6 +95,7 @@ class TrainConfig:
             needs aihwkit); None: digital.
         pcm_update: with ``hardware="pcm"``: ``"mixed"`` or ``"direct"`` (learn online on the
             crossbars) or ``"offline"`` (train in software, then program the crossbars).
+        nonfinite: ``"raise"`` or ``"skip"`` updates with NaN/Inf (see :class:`ostl.Learner`).
     """
 
     task: str = "digits"
@@ -88,6 +113,7 @@ class TrainConfig:
     task_options: dict[str, Any] = field(default_factory=dict)
     hardware: str | None = None
     pcm_update: str = "mixed"
+    nonfinite: str = "raise"
 
     def resolve(self, task: Task) -> TrainConfig:
         """A copy with every None budget field set to the task's default, checked."""
@@ -109,27 +135,29 @@ class TrainConfig:
     def check(self) -> None:
         """Raise ValueError naming the first bad field."""
         if self.rule.lower() not in RULES:
-            raise ValueError(f"unknown rule {self.rule!r}: expected one of {', '.join(RULES)}")
+            raise OptionError(f"unknown rule {self.rule!r}: expected one of {', '.join(RULES)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise OptionError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise OptionError(f"{name} must be a positive integer, got {v!r}")
         if self.hidden is not None and (
             not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden)
         ):
-            raise ValueError(f"hidden must be positive layer sizes, got {self.hidden!r}")
+            raise OptionError(f"hidden must be positive layer sizes, got {self.hidden!r}")
         if self.lr is not None and not (
             isinstance(self.lr, float | int) and 0 < self.lr < math.inf
         ):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            raise OptionError(f"lr must be a positive number, got {self.lr!r}")
+        if self.nonfinite not in NONFINITE:
+            raise OptionError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.threads is not None and self.threads <= 0:
-            raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
+            raise OptionError(f"threads must be a positive integer, got {self.threads!r}")
         if self.hardware not in (None, "pcm"):
-            raise ValueError(f"hardware must be None or 'pcm', got {self.hardware!r}")
+            raise OptionError(f"hardware must be None or 'pcm', got {self.hardware!r}")
         if self.pcm_update not in ("mixed", "direct", "offline"):
-            raise ValueError(
+            raise OptionError(
                 f"pcm_update must be 'mixed', 'direct' or 'offline', got {self.pcm_update!r}"
             )
 
@@ -144,7 +172,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+            raise OptionError(f"config: unknown keys {sorted(unknown)}; expected {sorted(known)}")
         d = dict(d)
         if d.get("hidden") is not None:
             d["hidden"] = tuple(d["hidden"])
@@ -169,6 +197,8 @@ class RunResult:
     wall_seconds: float
     out: str | None = None
     hardware: dict[str, Any] | None = None  # PCM runs: programming events, metric after drift
+    skipped_updates: int = 0  # updates skipped for NaN/Inf (nonfinite="skip")
+    stopped_at_step: int | None = None  # set when stop_after_steps stopped the run
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -195,24 +225,27 @@ def _device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: expected e.g. 'cpu' or 'cuda'") from None
+        raise OptionError(f"unknown device {name!r}: expected e.g. 'cpu' or 'cuda'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here")
+        raise OptionError(f"device {name!r} requested but CUDA is not available here")
     return dev
-
-
-def _to(batch: Batch, dev: torch.device) -> tuple[Tensor, list[Tensor | None]]:
-    return batch.xs.to(dev), [None if t is None else t.to(dev) for t in as_list(batch.targets)]
 
 
 @torch.no_grad()
 def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
-    """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules)."""
+    """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules).
+
+    In a process group it is a collective: every rank must call it; each evaluates its shard
+    of every batch and the metric's sums are all-reduced.
+    """
     metric = task.metric()
     dev = net.device
     state: tuple[Any, ...] | None = None
     for batch in task.eval_batches(split, batch_size):
-        xs, _ = _to(batch, dev)
+        batch = dist.shard_batch(batch)
+        if batch.xs.shape[1] == 0:  # fewer sequences than processes: nothing on this rank
+            continue
+        xs, _ = to_device(batch, dev)
         if batch.reset or state is None:
             state = net.init_state(xs.shape[1])
         ys = []
@@ -220,87 +253,8 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
             y, state = net.step(x, state)
             ys.append(y)
         metric.update(torch.stack(ys), batch)
+    dist.reduce_metric(metric)
     return metric.value()
-
-
-class _Epoch:
-    """One training epoch: learner steps over every batch, running loss and metric."""
-
-    def __init__(self, learner: Learner, task: Task, meter: MemoryMeter, timer: StepTimer) -> None:
-        self.learner, self.task, self.meter, self.timer = learner, task, meter, timer
-
-    def run(self, batches: Any, on_batch: Callable[[float, float], None]) -> tuple[float, float]:
-        learner, dev = self.learner, self.learner.net.device
-        metric = self.task.metric()
-        loss_sum, loss_n = 0.0, 0
-        started = False
-        for batch in batches:
-            xs, targets = _to(batch, dev)
-            with self.timer:
-                if batch.reset or not started:
-                    learner.reset(xs.shape[1])
-                    started = True
-                ys = []
-                for x_t, tgt in zip(xs, targets):
-                    with self.meter.step():
-                        ys.append(learner.step(x_t, tgt))
-                r = learner.runner
-                loss_sum, loss_n = loss_sum + r.loss_sum, loss_n + r.n_losses
-                r.loss_sum, r.n_losses = 0.0, 0  # counted; keep the stream's state running
-                learner.end_sequence()
-                self.meter.graph_freed()
-            self.timer.steps += len(xs)
-            metric.update(torch.stack(ys), batch)
-            on_batch(loss_sum / max(loss_n, 1), metric.value())
-        return loss_sum / max(loss_n, 1), metric.value()
-
-
-def _raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | None:
-    """Spike raster of the first test sample, when the hidden layers spike."""
-    if cfg.cell not in SPIKING_CELLS:
-        return None
-    batch = next(iter(task.eval_batches("test", 1)))
-    xs = batch.xs.to(net.device)
-    state = net.init_state(1)
-    outs: list[list[Tensor]] = [[] for _ in net.layers]
-    with torch.no_grad():
-        for x in xs:
-            new = []
-            for i, (layer, s) in enumerate(zip(net.layers, state)):
-                x, s = layer(x, s)
-                outs[i].append(x[0])
-                new.append(s)
-            state = tuple(new)
-    idx = [i for i, layer in enumerate(net.layers) if isinstance(layer, Layer)]
-    return plots.spike_raster(
-        batch.xs[:, 0],
-        [torch.stack(outs[i]) for i in idx],
-        [f"layer {i} ({cfg.cell})" for i in idx],
-        f"{cfg.task}, {cfg.rule}: one test sample after training",
-        path,
-    )
-
-
-def _write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = result.config
-    (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(result.history[0]))
-        w.writeheader()
-        w.writerows(result.history)
-    summary = result.to_json()
-    summary["environment"] = {
-        "ostl": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.platform(),
-        "threads": torch.get_num_threads(),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    title = f"{cfg.task}: {cfg.rule}, {cfg.cell} {list(cfg.hidden or ())}, seed {cfg.seed}"
-    plots.learning_curves(result.history, result.metric, title, out / "learning_curves.png")
-    _raster(net, task, cfg, out / "raster.png")
 
 
 def train(
@@ -309,6 +263,10 @@ def train(
     *,
     progress: bool = True,
     task: Task | None = None,
+    checkpoint_every: int | None = None,
+    keep: int = 3,
+    resume: bool = False,
+    stop_after_steps: int | None = None,
 ) -> RunResult:
     """Train one network with one rule; see the module docstring.
 
@@ -317,17 +275,31 @@ def train(
         out: run folder to write (None: write nothing).
         progress: show tqdm bars (per epoch, and per batch with the running loss and metric).
         task: an already built task matching ``cfg`` (saves reloading data between runs).
+        checkpoint_every: write a checkpoint to ``out/checkpoints`` every this many time steps
+            (and at the end of every epoch); None: no periodic checkpoints.
+        keep: how many checkpoints to keep.
+        resume: continue from the newest checkpoint in ``out/checkpoints`` (same config).
+        stop_after_steps: write a checkpoint and stop after this many time steps in total
+            (``result.stopped_at_step`` is set; resume later with ``resume=True``).
 
     Returns:
         The run's history, test metric, peak held memory and time per step.
     """
     cfg.check()
+    check_run_options(out, checkpoint_every, keep, resume, stop_after_steps)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    dev = _device(cfg.device)
+    dev = dist.local_device(_device(cfg.device))
     task = task or get_task(cfg.task, **cfg.task_options)
     cfg = cfg.resolve(task)
     assert cfg.epochs is not None and cfg.batch_size is not None and cfg.lr is not None
+    if cfg.batch_size < dist.world_size():
+        raise OptionError(
+            f"batch_size {cfg.batch_size} is smaller than the {dist.world_size()} processes: "
+            "every process needs at least one sequence of each batch"
+        )
+    progress = progress and dist.is_main()
+    writes = out is not None and dist.is_main()  # the only rank that writes anything
     net = task.network(cfg.hidden, cfg.cell, cfg.recurrent, seed=cfg.seed).to(dev)
     rule = get_rule(cfg.rule)
     learner = Learner(
@@ -336,74 +308,166 @@ def train(
         loss_fn=task.loss_fn,
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr),
         update_every=update_every(rule, cfg.schedule),
+        nonfinite=cfg.nonfinite,
+        distributed=dist.active(),
+        same_target_steps=True,  # every rank slices the same global batches
     )
     hw = None
     if cfg.hardware is not None:  # PCM crossbars (ostl.hardware): mapped, optimizer hooked
+        if resume or checkpoint_every or stop_after_steps or dist.active():
+            raise OptionError(
+                "--hardware pcm runs in one process without checkpoints: the crossbars' "
+                "conductances and the mixed-precision accumulators are not saved"
+            )
         from .hardware.run import HardwareSession
 
         hw = HardwareSession(cfg.pcm_update, seed=cfg.seed)
         hw.attach(net, learner.optimizer, rule)
-    meter, timer = MemoryMeter(learner), StepTimer()
-    epoch_runner = _Epoch(learner, task, meter, timer)
     gen = torch.Generator().manual_seed(cfg.seed)
+    run = Progress(1, gen.get_state(), [], None, 0, copy.deepcopy(net.state_dict()))
+    out = Path(out) if out is not None else None
+    ckpt_dir = out / "checkpoints" if out is not None else Path()
+    saved: dict[str, Any] | None = None
+    if resume:
+        if not ckpt_dir.is_dir():
+            raise CheckpointError(f"{out}: no checkpoint to resume (no folder {ckpt_dir.name}/)")
+        saved = load_checkpoint(ckpt_dir)
+        check_same_config(saved["config"], cfg.to_json(), ckpt_dir)
+        saved.update(this_rank(saved, ckpt_dir))
+        learner.load_state_dict(saved["learner"])
+        run = Progress(**saved["progress"])
+    elif writes and out is not None and (checkpoint_every or stop_after_steps):
+        write_config(out, cfg)  # now, so that --resume can rebuild the run after a crash
+    meter, timer = MemoryMeter(learner), StepTimer()
+    epoch_loop = Epoch(learner, task, meter, timer)
+    if saved is not None:
+        epoch_loop.load_state_dict(saved["epoch"])
+        meter.peak = int(saved["meter_peak"])
+        timer.steps, timer.seconds = int(saved["timer"][0]), float(saved["timer"][1])
+        set_rng_state(saved["rng"])
     metric = task.metric()
-    history: list[dict[str, float]] = []
-    best_valid: float | None = None
-    best_epoch, best_state = 0, copy.deepcopy(net.state_dict())
-    t0 = time.perf_counter()
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.rule} epochs", disable=not progress)
-    for epoch in epochs:
-        bar = tqdm(
-            task.train_batches(cfg.batch_size, gen),
-            total=task.num_train_batches(cfg.batch_size),
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not progress,
-        )
+    t0 = time.perf_counter() - run.elapsed
 
-        def show(loss: float, value: float, bar: Any = bar) -> None:
-            bar.set_postfix(loss=f"{loss:.4f}", **{metric.name: f"{value:.4f}"})
+    def payload() -> dict[str, Any] | None:
+        """The checkpoint (on rank 0; None elsewhere): a collective in a process group."""
+        run.elapsed = time.perf_counter() - t0
+        local = {  # what differs between ranks: each holds its own sequences' state and traces
+            "learner": learner.state_dict(),
+            "epoch": epoch_loop.state_dict(),
+            "meter_peak": meter.peak,
+            "timer": [timer.steps, timer.seconds],
+            "rng": rng_state(),
+        }
+        ranks = dist.gather_to_main(local)
+        if ranks is None:
+            return None
+        shared = {"config": cfg.to_json(), "progress": vars(run), "processes": len(ranks)}
+        return {**shared, **ranks[0], "ranks": ranks[1:]}
 
-        train_loss, train_metric = epoch_runner.run(bar, show)
-        valid = evaluate(net, task, "valid", cfg.batch_size)
-        if _better(valid, best_valid, metric.higher_is_better):
-            best_valid, best_epoch, best_state = valid, epoch, copy.deepcopy(net.state_dict())
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_metric": train_metric,
-                "valid_metric": valid,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        epochs.set_postfix(loss=f"{train_loss:.4f}", **{f"valid_{metric.name}": f"{valid:.4f}"})
+    ckpt = None
+    if out is not None and (checkpoint_every or stop_after_steps):
+        ckpt = Checkpointer(ckpt_dir, checkpoint_every, keep, stop_after_steps)
+    epochs = tqdm(range(run.epoch, cfg.epochs + 1), desc=f"{cfg.rule} epochs", disable=not progress)
+    try:
+        for epoch in epochs:
+            gen.set_state(run.epoch_rng)
+            bar = tqdm(
+                dist.shard_batches(task.train_batches(cfg.batch_size, gen)),
+                total=task.num_train_batches(cfg.batch_size),
+                desc=f"epoch {epoch}",
+                leave=False,
+                disable=not progress,
+            )
+
+            def show(loss: float, value: float, bar: Any = bar) -> None:
+                bar.set_postfix(loss=f"{loss:.4f}", **{metric.name: f"{value:.4f}"})
+
+            def after_step() -> None:
+                if ckpt is not None:
+                    ckpt.after_step(learner.steps, payload)
+
+            train_loss, train_metric = epoch_loop.run(bar, show, after_step)
+            valid = evaluate(net, task, "valid", cfg.batch_size)
+            if _better(valid, run.best_valid, metric.higher_is_better):
+                run.best_valid, run.best_epoch = valid, epoch
+                run.best_state = copy.deepcopy(net.state_dict())
+            run.history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_metric": train_metric,
+                    "valid_metric": valid,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            epochs.set_postfix(loss=f"{train_loss:.4f}", **{f"valid_{metric.name}": f"{valid:.4f}"})
+            run.epoch, run.epoch_rng = epoch + 1, gen.get_state()
+            epoch_loop.begin()
+            if ckpt is not None:
+                if writes and out is not None:
+                    write_metrics(out, run.history)  # consistent with the checkpoint
+                ckpt.save(payload(), learner.steps)
+    except Stopped as stop:
+        if writes and out is not None:
+            write_metrics(out, run.history)
+        return _result(cfg, metric, run, learner, meter, timer, t0, out, stopped_at=stop.step)
     if hw is not None and hw.online:  # the devices hold the last weights: no going back
-        best_epoch, best_state = cfg.epochs, net.state_dict()
+        run.best_epoch, run.best_state = cfg.epochs, net.state_dict()
     final_test = evaluate(net, task, "test", cfg.batch_size)
-    net.load_state_dict(best_state)
-    test = evaluate(net, task, "test", cfg.batch_size) if best_epoch < cfg.epochs else final_test
-    hardware = None
-    if hw is not None:
+    net.load_state_dict(run.best_state)
+    test = (
+        evaluate(net, task, "test", cfg.batch_size) if run.best_epoch < cfg.epochs else final_test
+    )
+    result = _result(cfg, metric, run, learner, meter, timer, t0, out, (test, final_test))
+    if hw is not None:  # programmed (offline), then read after drift
         hw.finish(net)
         batch_size = cfg.batch_size
-        hardware = hw.report(net, lambda n: evaluate(n, task, "test", batch_size))
-    result = RunResult(
+        result.hardware = hw.report(net, lambda n: evaluate(n, task, "test", batch_size))
+    if writes and out is not None:
+        write_run(out, result, net, task)
+    return result
+
+
+def _result(
+    cfg: TrainConfig,
+    metric: Any,
+    run: Progress,
+    learner: Learner,
+    meter: MemoryMeter,
+    timer: StepTimer,
+    t0: float,
+    out: Path | None,
+    tests: tuple[float, float] = (math.nan, math.nan),
+    stopped_at: int | None = None,
+) -> RunResult:
+    """The RunResult; a run stopped at ``stop_after_steps`` has no test metric yet (nan)."""
+    return RunResult(
         config=cfg,
         metric=metric.name,
         higher_is_better=metric.higher_is_better,
-        history=history,
-        test_metric=test,
-        best_epoch=best_epoch,
-        final_test_metric=final_test,
+        history=run.history,
+        test_metric=tests[0],
+        best_epoch=run.best_epoch,
+        final_test_metric=tests[1],
         peak_bytes=meter.peak,
         seconds_per_step=timer.per_step,
         steps=timer.steps,
         updates=learner.updates,
         wall_seconds=time.perf_counter() - t0,
         out=str(out) if out is not None else None,
-        hardware=hardware,
+        skipped_updates=learner.skipped,
+        stopped_at_step=stopped_at,
     )
-    if out is not None:
-        _write_run(Path(out), result, net, task)
-    return result
+
+
+def resume(out: str | Path, *, progress: bool = True, **options: Any) -> RunResult:
+    """Continue the run in folder ``out`` from its newest checkpoint (its config.json).
+
+    ``options`` are :func:`train`'s (``checkpoint_every``, ``keep``, ``stop_after_steps``).
+    """
+    path = Path(out) / "config.json"
+    try:
+        cfg = TrainConfig.from_json(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{path}: cannot read the run's config to resume it: {e}") from None
+    return train(cfg, out, progress=progress, resume=True, **options)

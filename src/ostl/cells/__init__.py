@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import OptionError
 from .alif import ALIF, ALIFState
 from .base import Cell
 from .gru import GRU, GRUState
@@ -51,12 +52,12 @@ def make_cell(cell: str | type[Cell] | Cell, n: int, **kwargs: Any) -> Cell:
     """Build a cell of ``n`` neurons from a registry name, a Cell class, or an instance."""
     if isinstance(cell, Cell):
         if kwargs:
-            raise ValueError("cell options are given to the Cell instance, not to the Layer")
+            raise OptionError("cell options are given to the Cell instance, not to the Layer")
         if cell.n != n:
-            raise ValueError(f"the cell has {cell.n} neurons but the layer has n_out={n}")
+            raise OptionError(f"the cell has {cell.n} neurons but the layer has n_out={n}")
         return cell
     if isinstance(cell, type) and issubclass(cell, Cell):
         return cell(n, **kwargs)
     if isinstance(cell, str) and cell.lower() in CELLS:
         return CELLS[cell.lower()](n, **kwargs)
-    raise ValueError(f"unknown cell {cell!r}: expected one of {sorted(CELLS)} or a Cell")
+    raise OptionError(f"unknown cell {cell!r}: expected one of {sorted(CELLS)} or a Cell")

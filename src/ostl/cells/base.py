@@ -33,6 +33,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import OptionError
+
 __all__ = ["Cell", "NeuronJacobians", "pack_jacobians"]
 
 
@@ -109,7 +111,7 @@ class Cell(nn.Module):
     def __init__(self, n: int, trainable: Iterable[str] = ()) -> None:
         super().__init__()
         if not isinstance(n, int) or n <= 0:
-            raise ValueError(f"a cell needs a positive number of neurons, got {n!r}")
+            raise OptionError(f"a cell needs a positive number of neurons, got {n!r}")
         self.n = n
         self._trainable = tuple(trainable)
         self._neuron_param_names: list[str] = []
@@ -127,7 +129,7 @@ class Cell(nn.Module):
     def _check_trainable(self) -> None:
         unknown = set(self._trainable) - set(self._neuron_param_names)
         if unknown:
-            raise ValueError(
+            raise OptionError(
                 f"{type(self).__name__}: cannot train {sorted(unknown)}; its per-neuron "
                 f"parameters are {self._neuron_param_names}"
             )

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from ..errors import OptionError
 from ..surrogate import Surrogate, get_surrogate, spike
 from .base import Cell, NeuronJacobians, pack_jacobians, total_current
 
@@ -50,7 +51,7 @@ class LIF(Cell):
     ) -> None:
         super().__init__(n, trainable)
         if reset not in ("hard", "subtract"):
-            raise ValueError(f"LIF reset must be 'hard' or 'subtract', got {reset!r}")
+            raise OptionError(f"LIF reset must be 'hard' or 'subtract', got {reset!r}")
         self._add_neuron_param("decay", decay)
         self._add_neuron_param("threshold", threshold)
         self._check_trainable()

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
 from ..surrogate import Surrogate, get_surrogate, spike
 from .base import Cell, total_current
 
@@ -65,7 +66,7 @@ class ResonateAndFire(Cell):
     ) -> None:
         super().__init__(n, trainable)
         if not 0 < decay < 1:
-            raise ValueError(f"RF decay r must be in (0, 1) for a damped oscillator, got {decay}")
+            raise OptionError(f"RF decay r must be in (0, 1) for a damped oscillator, got {decay}")
         self._add_neuron_param("decay", decay)
         self._add_neuron_param("frequency", frequency)
         self._add_neuron_param("threshold", threshold)

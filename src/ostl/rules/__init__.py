@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import OptionError
 from .base import LossFn, Rule, Runner
 from .bptt import BPTT
 from .dfa import DFA
@@ -45,4 +46,4 @@ def get_rule(rule: str | Rule) -> Rule:
         return rule
     if isinstance(rule, str) and rule.lower() in RULES:
         return RULES[rule.lower()]()
-    raise ValueError(f"unknown rule {rule!r}: expected one of {sorted(RULES)} or a Rule instance")
+    raise OptionError(f"unknown rule {rule!r}: expected one of {sorted(RULES)} or a Rule instance")

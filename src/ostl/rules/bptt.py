@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import UnsupportedError
+from ..errors import OptionError, UnsupportedError
 from ..layer import Network
-from .base import LossFn, Rule, Runner, _check_loss
+from .base import LossFn, Rule, Runner, call_loss, pack_state, unpack_state
 
 __all__ = ["BPTT"]
 
@@ -41,7 +41,7 @@ class BPTT(Rule):
 
     def __init__(self, truncation: int | None = None, detach_above: int | None = None) -> None:
         if truncation is not None and (not isinstance(truncation, int) or truncation <= 0):
-            raise ValueError(f"truncation must be a positive int or None, got {truncation!r}")
+            raise OptionError(f"truncation must be a positive int or None, got {truncation!r}")
         self.truncation = truncation
         self.detach_above = detach_above
 
@@ -62,23 +62,34 @@ class BPTTRunner(Runner):
         self._state: tuple[Any, ...] = ()
         self._loss: Tensor | None = None
         self._since_cut = 0
+        # The open window (since the last cut): its start state and its inputs and targets.
+        # The graph holds them anyway; a checkpoint stores them and replays the window on load.
+        self._start: tuple[Any, ...] = ()
+        self._window: list[tuple[Tensor, Any]] = []
 
     def _reset(self, batch_size: int) -> None:
         self._state = self.net.init_state(batch_size)
         self._loss = None
         self._since_cut = 0
+        self._start, self._window = self._state, []
 
     def _step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor:
+        y = self._advance(x_t, target_t, loss_fn, record=True)
+        if self.rule.truncation is not None and self._since_cut >= self.rule.truncation:
+            self.flush()
+        return y
+
+    def _advance(self, x_t: Tensor, target_t: Any, loss_fn: LossFn, record: bool) -> Tensor:
+        """Forward one step on the graph and add its loss to the open window."""
         with torch.enable_grad():
             y, self._state = self._forward(x_t, self._state)
             if target_t is not None:
-                e = loss_fn(y, target_t)
-                _check_loss(e)
-                self._record_loss(e.detach())
+                e = call_loss(loss_fn, y, target_t)
+                if record:
+                    self._record_loss(e.detach())
                 self._loss = e if self._loss is None else self._loss + e
+        self._window.append((x_t, target_t))
         self._since_cut += 1
-        if self.rule.truncation is not None and self._since_cut >= self.rule.truncation:
-            self.flush()
         return y.detach()
 
     def _forward(self, x: Tensor, state: tuple[Any, ...]) -> tuple[Tensor, tuple[Any, ...]]:
@@ -103,6 +114,25 @@ class BPTTRunner(Runner):
         self._loss = None
         self._since_cut = 0
         self._state = tuple(type(s)(*(t.detach() for t in s)) for s in self._state)
+        self._start, self._window = self._state, []
+
+    def _state_extra(self) -> dict[str, Any]:
+        return {
+            "start": pack_state(self._start),
+            "window_x": [x.detach().clone() for x, _ in self._window],
+            "window_targets": [None if t is None else t.detach().clone() for _, t in self._window],
+        }
+
+    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
+        """Rebuild the open window's graph by replaying it from its start state."""
+        self._state = self._start = unpack_state(self._state, extra["start"])
+        window = list(zip(extra["window_x"], extra["window_targets"]))
+        if window and loss_fn is None:
+            raise UnsupportedError("BPTT replays its open window on load: pass loss_fn")
+        dev = self.net.device
+        for x, t in window:
+            assert loss_fn is not None
+            self._advance(x.to(dev), None if t is None else t.to(dev), loss_fn, record=False)
 
     def state_tensors(self) -> Iterator[Tensor]:
         yield from super().state_tensors()

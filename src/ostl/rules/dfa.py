@@ -29,7 +29,8 @@ from torch import Tensor
 
 from ..layer import Network
 from ..traces import NeuronJacobians
-from .ostl import OSTLRunner
+from .base import LossFn
+from .ostl import OSTLRunner, _fixed, _load_fixed
 from .osttp import ProjectionRule, draw_projections
 
 __all__ = ["DFA", "DFARunner"]
@@ -65,6 +66,13 @@ class DFARunner(OSTLRunner):
         self, L_out: Tensor, target: Any, inputs: list[Tensor], jacs: list[NeuronJacobians | None]
     ) -> list[Tensor]:
         return [L_out @ B.T for B in self.projections if B is not None] + [L_out]
+
+    def _state_extra(self) -> dict[str, Any]:
+        return {**super()._state_extra(), "projections": _fixed(self.projections)}
+
+    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
+        super()._load_extra(extra, loss_fn)
+        self.projections = _load_fixed(self.projections, extra["projections"], "projections")
 
     def state_tensors(self) -> Iterator[Tensor]:
         yield from super().state_tensors()

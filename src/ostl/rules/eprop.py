@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..errors import UnsupportedError
+from ..errors import OptionError, UnsupportedError
 from ..layer import Network, Readout
 from .ostl import OSTLRunner, TraceRule, random_feedback
 
@@ -67,7 +67,7 @@ class EProp(TraceRule):
 
     def __init__(self, feedback: str = "symmetric", seed: int = 0) -> None:
         if feedback not in FEEDBACK:
-            raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
+            raise OptionError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
         self.feedback = feedback
         self.seed = seed
 

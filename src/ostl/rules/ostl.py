@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import CheckpointError, OptionError
 from ..layer import Layer, Network, Readout
 from ..traces import (
     ExactTrace,
@@ -42,7 +43,7 @@ from ..traces import (
     input_signal,
     neuron_jacobians,
 )
-from .base import LossFn, Rule, Runner
+from .base import LossFn, Rule, Runner, pack_state, unpack_state
 
 __all__ = ["TraceRule", "OSTL", "OSTLRunner", "random_feedback"]
 
@@ -79,10 +80,10 @@ class TraceRule(Rule):
     def set_trace_options(self, jacobians: str, trace_dtype: torch.dtype | None) -> None:
         """Check and set :attr:`jacobians` and :attr:`trace_dtype`."""
         if jacobians not in ("auto", "derived"):
-            raise ValueError(f"jacobians must be 'auto' or 'derived', got {jacobians!r}")
+            raise OptionError(f"jacobians must be 'auto' or 'derived', got {jacobians!r}")
         if trace_dtype is not None and trace_dtype not in TRACE_DTYPES:
             names = ", ".join(str(d) for d in TRACE_DTYPES)
-            raise ValueError(f"trace_dtype must be None or one of {names}, got {trace_dtype!r}")
+            raise OptionError(f"trace_dtype must be None or one of {names}, got {trace_dtype!r}")
         self.jacobians = jacobians
         self.trace_dtype = trace_dtype
 
@@ -127,9 +128,9 @@ class OSTL(TraceRule):
         trace_dtype: torch.dtype | None = None,
     ) -> None:
         if recurrence not in ("exact", "diagonal"):
-            raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
+            raise OptionError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
         if feedback not in ("weights", "random"):
-            raise ValueError(f"feedback must be 'weights' or 'random', got {feedback!r}")
+            raise OptionError(f"feedback must be 'weights' or 'random', got {feedback!r}")
         self.set_trace_options(jacobians, trace_dtype)
         self.recurrence = recurrence
         self.feedback = feedback
@@ -162,7 +163,7 @@ class OSTLRunner(Runner):
         net, dtype = self.net, self.rule.trace_dtype or self.net.dtype
         if self.rule.recurrence == "exact" and layer.recurrent:
             if dtype != net.dtype:
-                raise ValueError(
+                raise OptionError(
                     f"trace_dtype={dtype} applies to diagonal and factorised traces only: an "
                     f"exact trace (recurrence='exact', a layer with H) keeps the network's "
                     f"{net.dtype}. Use recurrence='diagonal' or trace_dtype=None."
@@ -244,6 +245,27 @@ class OSTLRunner(Runner):
             if layer.b is not None:
                 self._accumulate(prefix + "b", L.sum(0))
 
+    def _state_extra(self) -> dict[str, Any]:
+        return {
+            "state": pack_state(self.state),
+            "traces": [None if tr is None else tr.state_dict() for tr in self.traces],
+            "feedback": _fixed(self.feedback),
+        }
+
+    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
+        self.state = unpack_state(self.state, extra["state"])
+        saved = extra["traces"]
+        if len(saved) != len(self.traces):
+            raise CheckpointError(
+                f"traces of {len(saved)} layers, the network has {len(self.traces)}"
+            )
+        for i, (tr, sd) in enumerate(zip(self.traces, saved)):
+            if (tr is None) != (sd is None):
+                raise CheckpointError(f"layer {i}: the checkpoint's trace does not match the layer")
+            if tr is not None:
+                tr.load_state_dict(sd)
+        self.feedback = _load_fixed(self.feedback, extra["feedback"], "feedback matrices")
+
     def state_tensors(self) -> Iterator[Tensor]:
         yield from super().state_tensors()
         for s in self.state:
@@ -252,3 +274,23 @@ class OSTLRunner(Runner):
             if tr is not None:
                 yield from tr.tensors()
         yield from (f for f in self.feedback if f is not None)
+
+
+def _fixed(mats: list[Tensor | None]) -> list[Tensor | None]:
+    """Fixed random matrices (feedback, projections) for a checkpoint."""
+    return [None if m is None else m.detach().clone() for m in mats]
+
+
+def _load_fixed(
+    mats: list[Tensor | None], saved: list[Tensor | None], what: str
+) -> list[Tensor | None]:
+    """The saved matrices, checked against the freshly drawn ones (same layers and shapes)."""
+    if len(saved) != len(mats) or any(
+        (m is None) != (s is None) or (m is not None and s is not None and m.shape != s.shape)
+        for m, s in zip(mats, saved)
+    ):
+        raise CheckpointError(f"the checkpoint's {what} do not match the network")
+    return [
+        None if s is None or m is None else s.to(dtype=m.dtype, device=m.device).clone()
+        for m, s in zip(mats, saved)
+    ]

@@ -47,11 +47,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import DTypeError, ShapeError, UnsupportedError, check_finite
+from ..errors import DTypeError, OptionError, ShapeError, UnsupportedError
 from ..layer import Network
 from ..traces import NeuronJacobians
 from .base import LossFn, Runner
-from .ostl import OSTLRunner, TraceRule
+from .ostl import OSTLRunner, TraceRule, _fixed, _load_fixed
 
 __all__ = [
     "OSTTP",
@@ -68,11 +68,11 @@ DISTRIBUTIONS = ("uniform", "normal")
 def check_projection_options(scale: float | None, distribution: str) -> None:
     """Raise ValueError unless ``distribution`` is known and ``scale`` is None or positive."""
     if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+        raise OptionError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     if scale is not None and (
         isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0
     ):
-        raise ValueError(f"scale must be a positive float or None, got {scale!r}")
+        raise OptionError(f"scale must be a positive float or None, got {scale!r}")
 
 
 def draw_projections(
@@ -119,7 +119,7 @@ class ProjectionRule(TraceRule):
         trace_dtype: torch.dtype | None = None,
     ) -> None:
         if recurrence not in ("exact", "diagonal"):
-            raise ValueError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
+            raise OptionError(f"recurrence must be 'exact' or 'diagonal', got {recurrence!r}")
         check_projection_options(scale, distribution)
         self.set_trace_options(jacobians, trace_dtype)
         self.recurrence = recurrence
@@ -227,7 +227,14 @@ class OSTTPRunner(OSTLRunner):
             )
         if target.dtype != net.dtype:
             raise DTypeError(f"OSTTP: expected {want}, got dtype {target.dtype}")
-        check_finite(target, "target_t")
+        self._finite(target, "target_t")
+
+    def _state_extra(self) -> dict[str, Any]:
+        return {**super()._state_extra(), "projections": _fixed(self.projections)}
+
+    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
+        super()._load_extra(extra, loss_fn)
+        self.projections = _load_fixed(self.projections, extra["projections"], "projections")
 
     def state_tensors(self) -> Iterator[Tensor]:
         yield from super().state_tensors()

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import TraceTooLargeError
+from ..errors import CheckpointError, TraceTooLargeError
 from ..layer import Network
 from .base import LossFn, Rule, Runner
 
@@ -133,6 +133,16 @@ class RTRLRunner(Runner):
         self._M = total[:, :n_s]
         self._S = S_new
         return y
+
+    def _state_extra(self) -> dict[str, Any]:
+        return {"S": self._S.detach().clone(), "M": self._M.detach().clone()}
+
+    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
+        for key, cur in (("S", self._S), ("M", self._M)):
+            if extra[key].shape != cur.shape:
+                raise CheckpointError(f"RTRL {key}: the checkpoint's shape does not match")
+        self._S = extra["S"].to(self._S).clone()
+        self._M = extra["M"].to(self._M).clone()
 
     def state_tensors(self) -> Iterator[Tensor]:
         yield from super().state_tensors()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
 from ..layer import Layer, Network
 from ..traces import DiagonalTrace, LayerTrace, NeuronJacobians
 from .ostl import OSTLRunner, TraceRule, random_feedback
@@ -62,7 +63,7 @@ class SnAp(TraceRule):
 
     def __init__(self, feedback: str = "weights", seed: int = 0) -> None:
         if feedback not in ("weights", "random"):
-            raise ValueError(f"feedback must be 'weights' or 'random', got {feedback!r}")
+            raise OptionError(f"feedback must be 'weights' or 'random', got {feedback!r}")
         self.feedback = feedback
         self.seed = seed
 

@@ -1,0 +1,128 @@
+"""Cases of tests/test_distributed.py, and the worker that torchrun runs for them.
+
+``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/dist_worker.py OUT [cuda]``
+runs every case of :data:`CASES` in 2 processes (gloo, float64; NCCL with ``cuda``), each rank
+on its slice of the global batch, and saves each rank's final weights (on the CPU) to
+``OUT/rank{r}.pt``. The test runs the same cases in its own process with the whole batch and
+compares.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ostl
+from ostl import distributed as dist
+from ostl.rules import BPTT, DFA, OSTL, OSTTP, RTRL, EProp, SnAp
+from ostl.tasks.losses import cross_entropy
+
+B, T, SEQUENCES = 5, 6, 2  # global batch 5: shards of 3 and 2 (the weighted reduction)
+N_IN, N_OUT = 4, 3
+
+#: name -> (rule factory, update_every, unlocked, same_target_steps)
+CASES: dict[str, tuple[Any, int | None, bool, bool]] = {
+    "bptt": (lambda: BPTT(), None, False, False),
+    "bptt-every-2": (lambda: BPTT(), 2, False, True),
+    "ostl": (lambda: OSTL(recurrence="exact"), 1, False, False),
+    "ostl-diagonal": (lambda: OSTL(recurrence="diagonal"), 1, False, True),
+    "osttp": (lambda: OSTTP(recurrence="exact"), 1, False, False),
+    "osttp-unlocked": (lambda: OSTTP(recurrence="exact"), 1, True, False),
+    "eprop": (lambda: EProp(), 1, False, False),
+    "rtrl": (lambda: RTRL(), 1, False, False),
+    "snap": (lambda: SnAp(), 1, False, False),
+    "dfa": (lambda: DFA(), 1, False, False),
+}
+
+
+def network() -> ostl.Network:
+    torch.manual_seed(0)
+    return ostl.Network(
+        [
+            ostl.Layer(N_IN, 6, cell="rnn", recurrent=True),
+            ostl.Layer(6, 5, cell="ssnu"),
+            ostl.Readout(5, N_OUT),
+        ]
+    ).double()
+
+
+def data() -> list[tuple[torch.Tensor, list[torch.Tensor | None]]]:
+    """SEQUENCES global batches: inputs (T, B, N_IN), one-hot targets (none at step 0)."""
+    gen = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(SEQUENCES):
+        xs = torch.randn(T, B, N_IN, generator=gen, dtype=torch.float64)
+        labels = torch.randint(N_OUT, (T, B), generator=gen)
+        tg = torch.nn.functional.one_hot(labels, N_OUT).double()
+        out.append((xs, [None, *tg[1:].unbind(0)]))
+    return out
+
+
+def run_case(
+    name: str, part: int = 0, parts: int = 1, device: str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Train on CASES[name] on shard ``part`` of ``parts``; the final weights (on the CPU)."""
+    make_rule, every, unlocked, aligned = CASES[name]
+    net = network().to(device)
+    learner = ostl.Learner(
+        net,
+        make_rule(),
+        loss_fn=cross_entropy,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+        update_every=every,
+        unlocked=unlocked,
+        distributed=parts > 1,
+        same_target_steps=aligned,
+    )
+    for xs, targets in data():
+        s = dist.shard_range(B, part, parts)
+        learner.reset(s.stop - s.start)
+        for x, tg in zip(xs.to(device), targets):
+            learner.step(x[s], None if tg is None else tg[s].to(device))
+        learner.end_sequence()
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def run_uneven_targets(part: int, parts: int) -> dict[str, Any]:
+    """OSTL where only rank 0 has a target at some steps: every rank must still step together."""
+    net = network()
+    learner = ostl.Learner(
+        net,
+        OSTL(),
+        loss_fn=cross_entropy,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+        distributed=parts > 1,
+    )
+    xs, targets = data()[0]
+    s = dist.shard_range(B, part, parts)
+    learner.reset(s.stop - s.start)
+    for t, (x, tg) in enumerate(zip(xs, targets)):
+        if tg is not None and (part == 0 or t % 2 == 0):
+            learner.step(x[s], tg[s])
+        else:
+            learner.step(x[s], None)
+    learner.end_sequence()
+    return {"updates": learner.updates, "weights": net.state_dict()}
+
+
+def main(out: str, device: str = "cpu") -> None:
+    torch.set_num_threads(1)
+    assert dist.init(device), "run me with torchrun"
+    try:
+        r, w = dist.rank(), dist.world_size()
+        dev = str(dist.local_device(torch.device(device)))
+        result: dict[str, Any] = {name: run_case(name, r, w, dev) for name in CASES}
+        result["uneven"] = run_uneven_targets(r, w)
+        gathered = dist.gather_to_main({"rank": r, "x": torch.full((2,), float(r))})
+        result["gathered"] = gathered
+        result["mine"] = dist.this_rank_of([f"state of rank {i}" for i in range(w)])
+        torch.save(result, Path(out) / f"rank{r}.pt")
+    finally:
+        dist.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
