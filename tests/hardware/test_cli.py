@@ -62,3 +62,11 @@ def test_osttp_learns_digits_online_on_pcm() -> None:
     result = train(cfg, progress=False)
     assert result.test_metric > 0.5
     assert result.hardware is not None and result.hardware["drift"]["1y+comp"] > 0.4
+
+
+def test_pcm_runs_refuse_checkpoints(tmp_path: Path) -> None:
+    from ostl.errors import OptionError
+
+    cfg = TrainConfig(task="digits", hidden=(8,), epochs=1, hardware="pcm")
+    with pytest.raises(OptionError, match="not saved"):
+        train(cfg, tmp_path / "run", progress=False, checkpoint_every=10)
