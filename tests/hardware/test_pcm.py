@@ -86,9 +86,9 @@ def test_drift_grows_with_time_and_compensation_helps() -> None:
         errors.append(float((xbar.mvm(x) - fresh).norm() / fresh.norm()))
     assert errors == sorted(errors) and errors[-1] > 2 * errors[0]
     # global drift compensation rescales the outputs: far smaller error after a year
-    xbar.rpu.drift_compensation = __import__(
-        "aihwkit.inference", fromlist=["GlobalDriftCompensation"]
-    ).GlobalDriftCompensation()
+    from aihwkit.inference import GlobalDriftCompensation
+
+    xbar.rpu.drift_compensation = GlobalDriftCompensation()
     xbar.drift_to(None)
     xbar.drift_to(3.156e7)
     compensated = float((xbar.mvm(x) - fresh).norm() / fresh.norm())
