@@ -128,3 +128,19 @@ def test_train_skip_writes_no_poisoned_checkpoint(tmp_path: Path) -> None:
         train(replace(cfg, nonfinite="raise"), tmp_path / "r2", progress=False, task=task,
               checkpoint_every=2)  # fmt: skip
     assert isinstance(TrainConfig, type)
+
+
+def test_all_finite_fast_path_and_its_overflow_fallback() -> None:
+    from ostl.errors import all_finite
+
+    big = torch.full((4,), 3e38)  # finite, but its float32 sum overflows to inf
+    assert all_finite([big, torch.ones(3, dtype=torch.float64)])
+    assert all_finite([torch.arange(3)])  # integers are never non-finite
+    assert all_finite([])
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        t = torch.ones(5)
+        t[2] = bad
+        assert not all_finite([torch.ones(2), t])
+        assert not all_finite(iter([big, t]))  # a generator is read once, the fallback too
+    both = torch.tensor([float("inf"), float("-inf")])  # their sum is nan: still caught
+    assert not all_finite([both])

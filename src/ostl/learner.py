@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist
-from .errors import CheckpointError, NonFiniteError, OptionError, OSTLError
+from .errors import CheckpointError, NonFiniteError, OptionError, OSTLError, all_finite
 from .layer import Network
 from .rules import LossFn, Rule, get_rule
 from .rules.base import NONFINITE
@@ -167,7 +167,7 @@ class Learner:
             self._pending = False
             return
         for name, p in self.runner.params.items():
-            p.grad = self.runner.grads[name].clone()
+            p.grad = self.runner.grads[name]  # zeroed right after the step, so not copied
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.runner.zero_grads()
@@ -188,7 +188,7 @@ class Learner:
         if not self._check_finite(list(params)):
             return
         for name, p in params.items():
-            p.grad = self.runner.grads[name].clone()
+            p.grad = self.runner.grads[name]  # zeroed right after the step, so not copied
         self.optimizer.step()
         for name, p in params.items():
             p.grad = None
@@ -216,6 +216,8 @@ class Learner:
         hold NaN/Inf too, restarts the stream state so that the next steps are clean.
         """
         grads = self.runner.grads
+        if all_finite(grads[n] for n in names):
+            return True
         bad = [n for n in names if not bool(torch.isfinite(grads[n]).all())]
         if not bad:
             return True
