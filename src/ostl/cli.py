@@ -30,6 +30,7 @@ import torch
 
 from .cells import CELLS
 from .errors import OSTLError
+from .numerics import flush_denormals_globally
 from .rules import RULES
 
 __all__ = ["main", "build_parser"]
@@ -435,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ostl`` command; returns the exit status."""
     from .tasks import MissingDependencyError
 
+    # before any torch work, so that torch's worker threads inherit it (see ostl.numerics)
+    flush_denormals_globally()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main

@@ -49,6 +49,7 @@ from ..errors import (
     check_tensor,
 )
 from ..layer import Layer, Network, Readout
+from ..numerics import flush_denormals
 
 __all__ = [
     "Rule",
@@ -160,7 +161,8 @@ class Runner(abc.ABC):
         if target_t is not None:
             _check_target(target_t, self.batch_size, net.device)
             self._finite(target_t, "target_t")
-        y = self._step(x_t, target_t, loss_fn)
+        with flush_denormals():  # decayed traces must not turn denormal (see ostl.numerics)
+            y = self._step(x_t, target_t, loss_fn)
         self.steps += 1
         return y
 
@@ -168,8 +170,7 @@ class Runner(abc.ABC):
         """Finish what is pending (a no-op for online rules)."""
 
     def zero_grads(self) -> None:
-        for g in self.grads.values():
-            g.zero_()
+        torch._foreach_zero_(list(self.grads.values()))
 
     def restart_stream(self) -> None:
         """Resting network state and zero traces, keeping the step and loss counters.
