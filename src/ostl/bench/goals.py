@@ -116,13 +116,26 @@ def goals(res: Results, plan: Plan) -> list[Goal]:
             )
         )
     for net, methods in plan.speed:
+        if "jacobians" in methods and "jacobians-derived" in methods:
+            fast, slow = res.ms(net, "jacobians"), res.ms(net, "jacobians-derived")
+            r = ratio(slow, fast)
+            out.append(
+                _limit_goal(
+                    f"Closed-form Jacobians ({net.cell.upper()}): the Jacobian path (currents, "
+                    "cell step, blocks) ≥ 3× faster than the derived (`torch.func`) one",
+                    r,
+                    3.0,
+                    f"{fmt_x(r)} ({fmt_ms(slow)} vs {fmt_ms(fast)} ms/step)",
+                    at_least=True,
+                )
+            )
         if "ostl-derived" in methods:
             fast, slow = res.ms(net, "ostl"), res.ms(net, "ostl-derived")
             r = ratio(slow, fast)
             out.append(
                 _limit_goal(
-                    f"Closed-form Jacobians ({net.cell.upper()}): OSTL step ≥ 3× faster than "
-                    "with the derived (`torch.func`) Jacobians",
+                    f"Closed-form Jacobians ({net.cell.upper()}): the whole OSTL step ≥ 3× "
+                    "faster than with the derived (`torch.func`) Jacobians",
                     r,
                     3.0,
                     f"{fmt_x(r)} ({fmt_ms(slow)} vs {fmt_ms(fast)} ms/step)",

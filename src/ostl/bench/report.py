@@ -32,6 +32,8 @@ METHOD_NAMES = {
     "ostl-derived": 'OSTL, diagonal, Jacobians derived with torch.func (`jacobians="derived"`)',
     "ostl-bf16": "OSTL, diagonal, bfloat16 traces (`trace_dtype=torch.bfloat16`)",
     "ostl-fp16": "OSTL, diagonal, float16 traces (`trace_dtype=torch.float16`)",
+    "jacobians": "Jacobian path alone: currents, cell step and closed-form Jacobian blocks",
+    "jacobians-derived": "Jacobian path alone, blocks derived with torch.func",
 }
 
 

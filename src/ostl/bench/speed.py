@@ -9,7 +9,9 @@ reset before them. The first ``warmup`` sequences are discarded; the result is t
 - online rules: forward + trace update + learning signal + gradient contraction + Adam step;
 - BPTT (ostl, hand-written torch, snnTorch): forward with the autograd graph + 1/T of the
   backward pass and of the Adam step;
-- ``"forward"``: ``net.step`` under ``torch.no_grad()`` (inference, no learning).
+- ``"forward"``: ``net.step`` under ``torch.no_grad()`` (inference, no learning);
+- ``"jacobians"`` / ``"jacobians-derived"``: every stateful layer's currents, cell step and
+  per-neuron Jacobian blocks, closed form or derived (the Jacobian path alone).
 
 For rules that keep eligibility traces (``runner.traces``, as :class:`ostl.rules.ostl.OSTLRunner`
 does) the bytes of those traces are recorded for the bandwidth floor (:mod:`.bandwidth`).
@@ -29,7 +31,9 @@ from typing import Any
 import torch
 
 from ..api import gradients
+from ..layer import Layer
 from ..rules import OSTL
+from ..traces import neuron_jacobians
 from .bandwidth import trace_bytes
 from .baselines import bptt_sequence, make_baseline
 from .workload import (
@@ -105,6 +109,23 @@ def measure_speed(
                 state = net.init_state(spec.batch)
                 for t in range(steps):
                     _, state = net.step(pool[t], state)
+
+    elif method in ("jacobians", "jacobians-derived"):
+        net = build_network(spec, seed=seed, device=device)
+        derive = method == "jacobians-derived"
+
+        def run() -> None:
+            with torch.no_grad():
+                state = list(net.init_state(spec.batch))
+                for t in range(steps):
+                    x = pool[t]
+                    for i, layer in enumerate(net.layers):
+                        if isinstance(layer, Layer):  # the Readout has no Jacobian blocks
+                            a_in, a_rec = layer.currents(x, state[i])
+                            state[i], _ = neuron_jacobians(
+                                layer.cell, a_in, a_rec, state[i], derive=derive
+                            )
+                            x = getattr(state[i], layer.cell.output)
 
     elif method in ("torch", "snntorch"):
         ref = make_baseline(method, spec, seed=seed).to(device)

@@ -89,18 +89,19 @@ def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
     rec = head.with_(recurrent=True)
     fact = head.with_(reset="subtract", detach_reset=True)
     variants = ("ostl-derived", "ostl-bf16", "ostl-fp16")
+    jacobians = ("jacobians", "jacobians-derived")
     if quick:
         speed: tuple[tuple[NetSpec, tuple[str, ...]], ...] = (
-            (head, all_methods + variants),
+            (head, all_methods + variants + jacobians),
             (rec, all_methods),
             (fact, ("forward", "bptt", "ostl")),
         )
         return Plan(head, speed, 10, 1, 2, head, ("bptt", *online), (100, 1000), 32, 3)
     speed = (
-        (head, all_methods + variants),
+        (head, all_methods + variants + jacobians),
         (rec, all_methods),
         (fact, ("forward", "bptt", "ostl")),
-        (head.with_(cell="snu"), ("forward", *rules, "ostl-derived")),
+        (head.with_(cell="snu"), ("forward", *rules, "ostl-derived", *jacobians)),
         (head.with_(cell="lstm"), ("forward", *rules, "ostl-bf16")),
         (head.with_(hidden=128), ("forward", "bptt", "ostl")),
         (head.with_(hidden=1024), ("forward", "bptt", "ostl", "ostl-bf16")),

@@ -7,6 +7,9 @@ layer 1. :class:`NetSpec` describes it and its relatives (other cells, other siz
 A *method* is what one measurement runs on a network:
 
 - ``"forward"``: inference only, ``net.step`` under ``torch.no_grad()``;
+- ``"jacobians"`` / ``"jacobians-derived"``: the forward step of every stateful layer together
+  with its per-neuron Jacobian blocks (:func:`ostl.traces.neuron_jacobians`), in closed form or
+  derived with ``torch.func``: the Jacobian path alone, without traces, signals or updates;
 - a rule name registered in :data:`ostl.rules.RULES` (``"bptt"``, ``"ostl"``, ``"osttp"``,
   ``"eprop"``, ...), trained with :class:`ostl.Learner`: BPTT with ``update_every=None`` (full
   BPTT over the sequence, one optimizer step at its end), every online rule with
@@ -54,7 +57,7 @@ __all__ = [
 #: Rules the benchmark reports, in table order, when they are registered in ``RULES``.
 BENCH_RULES: tuple[str, ...] = ("bptt", "ostl", "osttp", "eprop")
 #: Methods that are not ostl rules.
-EXTERNAL: tuple[str, ...] = ("forward", "torch", "snntorch")
+EXTERNAL: tuple[str, ...] = ("forward", "torch", "snntorch", "jacobians", "jacobians-derived")
 
 # LIF constants shared by every implementation (ostl's LIF defaults): α = 0.9, ϑ = 1, hard
 # reset, fast-sigmoid surrogate of slope 5.
