@@ -132,3 +132,20 @@ def test_process_memory_flat_for_ostl_and_growing_for_bptt() -> None:
     assert ostl_long["extra_bytes"] - ostl_short["extra_bytes"] < 4 * MIB
     # BPTT keeps its graph: the instrument must see it grow.
     assert bptt_long["extra_bytes"] > ostl_long["extra_bytes"] + 16 * MIB
+
+
+def test_memory_entries_are_the_median_of_their_processes() -> None:
+    plan = replace(make_plan(quick=True), memory_repeats=3)
+    mem = build_jobs(SuiteConfig(quick=True, kinds=("memory",)), plan)
+    assert len(mem) == 3 * len(plan.memory_methods) * len(plan.memory_steps)
+    job = mem[0].to_dict()
+    rs = [
+        {"job": job, "extra_bytes": e, "peak_bytes": e + 7, "threads": 1}
+        for e in (5 * MIB, 2 * MIB, 9 * MIB)
+    ]
+    rs.append({"job": job, "error": "boom", "threads": 1})  # a failed process is left out
+    res = Results(rs)
+    key = (mem[0].method, mem[0].steps)
+    assert res.extra(*key) == 5 * MIB
+    assert res.memory[key]["peak_bytes"] == 5 * MIB + 7  # the whole record of that process
+    assert len(res.memory_all[key]) == 4

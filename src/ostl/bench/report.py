@@ -60,6 +60,15 @@ def _machine_table(meta: dict[str, Any], res: Results) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
 
 
+def _repeats(n: int) -> str:
+    if n == 1:
+        return "comes from its own process"
+    return (
+        f"is the median of {n} processes, each measuring it once (the whole-process figures "
+        "move by about 1 MiB from one process to the next)"
+    )
+
+
 def _memory_section(res: Results, plan: Plan) -> list[str]:
     Ts = plan.memory_steps
     methods = [m for m in plan.memory_methods if any((m, T) in res.memory for T in Ts)]
@@ -70,10 +79,10 @@ def _memory_section(res: Results, plan: Plan) -> list[str]:
         f"Network: {plan.memory_net.label}; one sequence of T steps, a loss at every step, Adam. "
         "BPTT: `Learner(update_every=None)`, full BPTT over the T steps and one update at the "
         "end; online rules: `Learner(update_every=1)`, an update after every step. Each entry "
-        "comes from its own process. *Extra* is the process's peak resident memory (`VmHWM`, reset "
-        "after the model was built) minus its resident memory just before the sequence "
-        "(model, optimizer and a pool of 100 input frames built, code paths warmed on a tiny "
-        "network). *Held* is `Learner.state_bytes()` at the last step: the tensors the rule "
+        f"{_repeats(plan.memory_repeats)}. *Extra* is the process's peak resident memory "
+        "(`VmHWM`, reset after the model was built) minus its resident memory just before the "
+        "sequence (model, optimizer and a pool of 100 input frames built, code paths warmed on "
+        "a tiny network). *Held* is `Learner.state_bytes()` at the last step: the tensors the rule "
         "keeps (state, traces, gradients; not BPTT's autograd graph).",
         "",
         "Extra peak memory above the baseline (MiB):",

@@ -42,6 +42,13 @@ def pow10(T: int) -> str:
     return s
 
 
+def _median_record(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record with the median extra memory (the lower of the two middle ones if even);
+    failed or skipped records only if nothing was measured."""
+    ok = sorted((r for r in rs if Results.ok(r)), key=lambda r: r["extra_bytes"])
+    return ok[(len(ok) - 1) // 2] if ok else rs[0]
+
+
 class Results:
     """The results of one run, indexed by what they measured."""
 
@@ -49,7 +56,10 @@ class Results:
         self.all = list(results)
         self.bandwidth: dict[str, Any] | None = None
         self.speed: dict[tuple[NetSpec, str], dict[str, Any]] = {}
+        #: (method, T) -> the median process of those measured (by extra bytes); every
+        #: process's record in ``memory_all``
         self.memory: dict[tuple[str, int], dict[str, Any]] = {}
+        self.memory_all: dict[tuple[str, int], list[dict[str, Any]]] = {}
         for r in self.all:
             job = Job.from_dict(r["job"])
             if job.kind == "bandwidth":
@@ -57,7 +67,9 @@ class Results:
             elif job.kind == "speed":
                 self.speed[(NetSpec.from_dict(job.net), job.method)] = r
             else:
-                self.memory[(job.method, job.steps)] = r
+                self.memory_all.setdefault((job.method, job.steps), []).append(r)
+        for key, rs in self.memory_all.items():
+            self.memory[key] = _median_record(rs)
 
     @staticmethod
     def ok(r: dict[str, Any] | None) -> bool:

@@ -57,6 +57,8 @@ class Plan:
     memory_steps: tuple[int, ...]
     buffer_mib: int
     bandwidth_repeats: int
+    #: processes per memory entry (the table shows the median: RSS moves by ~1 MiB run to run)
+    memory_repeats: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (kept with the raw results, so a report can be rendered again)."""
@@ -106,7 +108,8 @@ def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
         (head.with_(hidden=128), ("forward", "bptt", "ostl")),
         (head.with_(hidden=1024), ("forward", "bptt", "ostl", "ostl-bf16")),
     )
-    return Plan(head, speed, 50, 1, 5, head, ("bptt", *online), (100, 1000, 10000), 512, 10)
+    memory_steps = (100, 1000, 10000)
+    return Plan(head, speed, 50, 1, 5, head, ("bptt", *online), memory_steps, 512, 10, 3)
 
 
 def build_jobs(cfg: SuiteConfig, plan: Plan | None = None) -> list[Job]:
@@ -139,6 +142,7 @@ def build_jobs(cfg: SuiteConfig, plan: Plan | None = None) -> list[Job]:
             jobs.extend(
                 job("memory", method=m, net=plan.memory_net.to_dict(), steps=T)
                 for T in plan.memory_steps
+                for _ in range(plan.memory_repeats)
             )
     return jobs
 
