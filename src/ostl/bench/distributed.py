@@ -146,15 +146,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         )
     lines += [
         "",
-        "The machine is shared: other jobs ran on its cores during the measurement"
+        "Load on the machine"
         + (
-            f" (1-minute load average {meta['load'][0]:.1f} before, {meta['load'][1]:.1f} after,"
-            f" on {meta['usable_cores']} cores)"
+            f": 1-minute load average {meta['load'][0]:.1f} before and {meta['load'][1]:.1f} "
+            f"after the measurement (its own processes count in it), on {meta['usable_cores']} "
+            "cores"
             if "load" in meta
-            else ""
+            else ": not recorded"
         )
-        + ", so the numbers are noisy: rerun the command on a quiet machine to compare. The "
-        "online rules "
+        + ". Other jobs on the same cores make these numbers noisy: compare runs on a quiet "
+        "machine. The online rules "
         "synchronise at every step: each step costs the slower process's compute plus one "
         "all-reduce of every gradient (last column, timed separately), so a process that is "
         "descheduled by another job stalls both: with more processes than free cores the "
