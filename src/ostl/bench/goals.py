@@ -76,6 +76,15 @@ def _vs(res: Results, net: NetSpec, a: str, b: str, text: str, limit: float) -> 
     return _limit_goal(text, r, limit, shown)
 
 
+def _speedup(res: Results, net: NetSpec, fast: str, text: str) -> Goal:
+    """Goal: the closed-form method ``fast`` ≥ 3× faster than its derived twin on net."""
+    slow = "jacobians-derived" if fast == "jacobians" else f"{fast}-derived"
+    f, s = res.ms(net, fast), res.ms(net, slow)
+    r = ratio(s, f)
+    shown = f"{fmt_x(r)} ({fmt_ms(s)} vs {fmt_ms(f)} ms/step)"
+    return _limit_goal(f"Closed-form Jacobians ({text}", r, 3.0, shown, at_least=True)
+
+
 def goals(res: Results, plan: Plan) -> list[Goal]:
     """The measurable goals of issue 5, evaluated on this run's results."""
     head, rec = plan.headline, plan.headline.with_(recurrent=True)
@@ -116,30 +125,11 @@ def goals(res: Results, plan: Plan) -> list[Goal]:
             )
         )
     for net, methods in plan.speed:
+        cell = net.cell.upper()
         if "jacobians" in methods and "jacobians-derived" in methods:
-            fast, slow = res.ms(net, "jacobians"), res.ms(net, "jacobians-derived")
-            r = ratio(slow, fast)
-            out.append(
-                _limit_goal(
-                    f"Closed-form Jacobians ({net.cell.upper()}): the Jacobian path (currents, "
-                    "cell step, blocks) ≥ 3× faster than the derived (`torch.func`) one",
-                    r,
-                    3.0,
-                    f"{fmt_x(r)} ({fmt_ms(slow)} vs {fmt_ms(fast)} ms/step)",
-                    at_least=True,
-                )
-            )
+            what = "the Jacobian path (currents, cell step, blocks) ≥ 3× faster than the derived"
+            out.append(_speedup(res, net, "jacobians", f"{cell}): {what} (`torch.func`) one"))
         if "ostl-derived" in methods:
-            fast, slow = res.ms(net, "ostl"), res.ms(net, "ostl-derived")
-            r = ratio(slow, fast)
-            out.append(
-                _limit_goal(
-                    f"Closed-form Jacobians ({net.cell.upper()}): the whole OSTL step ≥ 3× "
-                    "faster than with the derived (`torch.func`) Jacobians",
-                    r,
-                    3.0,
-                    f"{fmt_x(r)} ({fmt_ms(slow)} vs {fmt_ms(fast)} ms/step)",
-                    at_least=True,
-                )
-            )
+            what = "the whole OSTL step ≥ 3× faster than with the derived (`torch.func`) Jacobians"
+            out.append(_speedup(res, net, "ostl", f"{cell}): {what}"))
     return out
