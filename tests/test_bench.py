@@ -149,3 +149,21 @@ def test_memory_entries_are_the_median_of_their_processes() -> None:
     assert res.extra(*key) == 5 * MIB
     assert res.memory[key]["peak_bytes"] == 5 * MIB + 7  # the whole record of that process
     assert len(res.memory_all[key]) == 4
+
+
+def test_denormal_bench_runs_each_mode_in_its_own_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ostl.bench import denormal
+
+    out = tmp_path / "B.md"
+    out.write_text("# kept\n")
+    assert denormal.main(["--steps", "4", "--window", "2", "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# kept\n") and "<!-- section:denormal -->" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| ieee", "| scoped"))]
+    assert len(rows) == 2 and all(" | 1 | " in r for r in rows)
+    with pytest.raises(SystemExit) as e:
+        denormal.main(["--threads", "two"])
+    assert e.value.code == 2
+    assert "thread counts" in capsys.readouterr().err

@@ -8,8 +8,10 @@ process starts, see :mod:`ostl.numerics`):
 
 - ``ieee``: ``ostl.numerics.ENABLED = False``: denormal floats are kept (IEEE arithmetic);
 - ``scoped``: the default: every runner step flushes denormals on the calling thread;
-- with ``--threads 2`` also ``global``: :func:`ostl.numerics.flush_denormals_globally` before
-  any torch work, so the intra-op worker threads flush too.
+- with more than one thread also ``global``: :func:`ostl.numerics.flush_denormals_globally`
+  before any torch work, so the intra-op worker threads flush too.
+
+``--threads 1,2`` (the default) measures each thread count in turn.
 
 The section ``denormal`` of ``--out`` is replaced (other sections stay).
 """
@@ -112,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, default=3000, help="steps of the stream")
     p.add_argument("--window", type=int, default=500, help="steps per timed window")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (2: also 'global')")
+    p.add_argument(
+        "--threads", default="1,2", help="torch thread counts, e.g. 1,2 (above 1: also 'global')"
+    )
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     p.add_argument("--no-write", action="store_true", help="print the section, write nothing")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: "mode"
@@ -125,23 +129,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.window < 1 or args.steps < args.window:
         p.error(f"need 1 <= --window <= --steps, got {args.window} and {args.steps}")
-    if args.threads < 1:
-        p.error(f"--threads must be positive, got {args.threads}")
+    try:
+        counts = [int(n) for n in args.threads.split(",")]
+    except ValueError:
+        p.error(f"--threads takes thread counts like 1,2, got {args.threads!r}")
+    if not counts or min(counts) < 1:
+        p.error(f"--threads must be positive, got {args.threads!r}")
     if args.worker:
-        res = measure(args.worker, args.steps, args.window, args.threads)
+        res = measure(args.worker, args.steps, args.window, counts[0])
         print(json.dumps(res), flush=True)
         return 0
-    modes = MODES if args.threads > 1 else MODES[:2]
     rows = []
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    for mode in modes:
-        cmd = [sys.executable, "-m", "ostl.bench.denormal", *argv, "--worker", mode]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            raise SystemExit(f"the {mode} run failed:\n{out.stderr}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        ms = rows[-1]["ms_per_step"]
-        print(f"{mode}: ms/step per window {', '.join(f'{m:.2f}' for m in ms)}", flush=True)
+    for n in counts:
+        env = {**os.environ, "OMP_NUM_THREADS": str(n)}
+        for mode in MODES if n > 1 else MODES[:2]:
+            cmd = [sys.executable, "-m", "ostl.bench.denormal", "--steps", str(args.steps)]
+            cmd += ["--window", str(args.window), "--threads", str(n), "--worker", mode]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                raise SystemExit(f"the {mode} run with {n} thread(s) failed:\n{out.stderr}")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            ms = ", ".join(f"{m:.2f}" for m in rows[-1]["ms_per_step"])
+            print(f"{mode}, {n} thread(s): ms/step per window {ms}", flush=True)
     command = "python -m ostl.bench.denormal" + (f" {' '.join(argv)}" if argv else "")
     text = markdown(rows, machine_info(), command, args.window)
     print(text)
