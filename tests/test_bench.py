@@ -158,7 +158,8 @@ def test_denormal_bench_runs_each_mode_in_its_own_process(
 
     out = tmp_path / "B.md"
     out.write_text("# kept\n")
-    assert denormal.main(["--steps", "4", "--window", "2", "--threads", "1", "--out", str(out)]) == 0
+    argv = ["--steps", "4", "--window", "2", "--threads", "1", "--out", str(out)]
+    assert denormal.main(argv) == 0
     text = out.read_text()
     assert text.startswith("# kept\n") and "<!-- section:denormal -->" in text
     rows = [line for line in text.splitlines() if line.startswith(("| ieee", "| scoped"))]
