@@ -93,3 +93,27 @@ def test_the_command_flushes_for_the_whole_process() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_learner_step_flushes_its_optimizer_update_too() -> None:
+    seen: list[bool] = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):  # type: ignore[no-untyped-def,override]
+            seen.append(denormals_flushed())
+            return super().step(closure)
+
+    net = ostl.Network([ostl.Layer(3, 4, "lif"), ostl.Readout(4, 2)])
+    for rule, every in (("ostl", 1), ("bptt", None)):
+        learner = ostl.Learner(
+            net,
+            rule,
+            loss_fn=lambda y, t: ((y - t) ** 2).mean(),
+            optimizer=Recording(net.parameters(), lr=0.1),
+            update_every=every,
+        )
+        learner.reset(2)
+        learner.step(torch.ones(2, 3), torch.zeros(2, 2))
+        learner.end_sequence()
+    assert seen == [True, True]  # OSTL's update inside step, BPTT's in end_sequence
+    assert not denormals_flushed()

@@ -49,6 +49,7 @@ from torch import Tensor
 from . import distributed as dist
 from .errors import CheckpointError, NonFiniteError, OptionError, OSTLError, all_finite
 from .layer import Network
+from .numerics import flush_denormals
 from .rules import LossFn, Rule, get_rule
 from .rules.base import NONFINITE
 from .rules.osttp import check_unlockable
@@ -139,7 +140,15 @@ class Learner:
         self._pending = False
 
     def step(self, x_t: Tensor, target_t: Any = None) -> Tensor:
-        """One time step; updates the weights when the schedule says so. Returns y_t."""
+        """One time step; updates the weights when the schedule says so. Returns y_t.
+
+        Runs with denormal floats flushed to zero (the optimizer's decaying moments too; see
+        :mod:`ostl.numerics`), the caller's mode restored afterwards.
+        """
+        with flush_denormals():
+            return self._step(x_t, target_t)
+
+    def _step(self, x_t: Tensor, target_t: Any) -> Tensor:
         y = self.runner.step(x_t, target_t, self.loss_fn)
         self.steps += 1
         if self.unlocked:  # every layer's update was applied during the step
@@ -154,7 +163,8 @@ class Learner:
 
     def end_sequence(self) -> None:
         """Apply what is still pending (always needed for BPTT with update_every=None)."""
-        self.update()
+        with flush_denormals():
+            self.update()
 
     def update(self) -> None:
         """Finish pending work, write the gradients into ``.grad`` and step the optimizer."""

@@ -9,8 +9,9 @@ although nothing about the work has changed. Flushing denormals to zero (FTZ/DAZ
 cost; it changes only values below 1.2·10⁻³⁸ (float32) or 2.2·10⁻³⁰⁸ (float64), far below
 the rounding error of any gradient.
 
-- :func:`flush_denormals` scopes it: every runner step (:meth:`ostl.rules.Runner.step`) runs
-  inside it, and the previous mode is restored afterwards.
+- :func:`flush_denormals` scopes it: every runner step (:meth:`ostl.rules.Runner.step`) and
+  every :class:`ostl.Learner` step and ``end_sequence`` (so the optimizer's decaying moments
+  too) run inside it, and the previous mode is restored afterwards.
 - ``ostl.numerics.ENABLED = False`` turns the scoped flush off (IEEE denormals everywhere;
   the benchmark measures both).
 - The mode is per thread. torch's intra-op worker threads inherit it only when they are
