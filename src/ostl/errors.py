@@ -121,10 +121,13 @@ def all_finite(tensors: Iterable[Tensor]) -> bool:
     if not floats:
         return True
     sums = [t.sum() for t in floats]
-    dtype = sums[0].dtype
-    if any(s.dtype != dtype for s in sums):
-        sums = [s.double() for s in sums]
-    if bool(torch.isfinite(torch.stack(sums)).all()):
+    if len(sums) == 1:
+        total = sums[0]
+    elif all(s.dtype == sums[0].dtype for s in sums):
+        total = torch.stack(sums)
+    else:
+        total = torch.stack([s.double() for s in sums])
+    if bool(torch.isfinite(total).all()):
         return True
     return all(bool(torch.isfinite(t).all()) for t in floats)
 
