@@ -3,7 +3,7 @@
 An eligibility trace decays geometrically between the steps that refresh it (a LIF's trace of
 an input that stays silent shrinks by the leak, e.g. ×0.9, every step). After a few hundred
 silent steps its float32 entries fall below 1.2·10⁻³⁸ and become *denormal*; x86 CPUs handle
-those in microcode, 10–100× slower than normal floats. On a long stream without resets the
+those in microcode, many times slower than normal floats. On a long stream without resets the
 trace update then slows down by several times (measured: ``python -m ostl.bench.denormal``)
 although nothing about the work has changed. Flushing denormals to zero (FTZ/DAZ) removes the
 cost; it changes only values below 1.2·10⁻³⁸ (float32) or 2.2·10⁻³⁰⁸ (float64), far below
@@ -16,8 +16,8 @@ the rounding error of any gradient.
   the benchmark measures both).
 - The mode is per thread. torch's intra-op worker threads inherit it only when they are
   created, at the first parallel operation of the process; :func:`flush_denormals_globally`,
-  called first thing by the ``ostl`` command and the benchmarks, sets it for the whole
-  process. A library user who runs with more than one torch thread should call it (or
+  called first thing by the ``ostl`` command, sets it for the whole process. A library user
+  who runs with more than one torch thread should call it (or
   ``torch.set_flush_denormal(True)``) before any other torch work.
 """
 
