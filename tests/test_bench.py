@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ostl import kernels
 from ostl.bench import Job, NetSpec, SuiteConfig, build_jobs, main, make_plan, run_job, run_suite
 from ostl.bench.machine import machine_info
 from ostl.bench.memory import measure_memory
@@ -30,6 +31,7 @@ def test_quick_run_has_the_expected_rows(tmp_path: Path) -> None:
     jobs = build_jobs(cfg, plan)
     results = run_suite(jobs, isolate=False, log=lambda s: None)
     assert not [r for r in results if "error" in r], [r.get("error") for r in results]
+    assert kernels.ENABLED  # the in-process "ostl-torch" run turned the kernel off only for itself
     res = Results(results)
     rules = registered_bench_rules()
     for net, methods in plan.speed:

@@ -38,10 +38,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from . import kernels
 from .cells import Cell
 from .cells.base import NeuronJacobians
 from .errors import CheckpointError, OptionError, TraceTooLargeError
 from .layer import Layer
+from .numerics import flush_denormals
 
 __all__ = [
     "NeuronJacobians",
@@ -289,6 +291,13 @@ class DiagonalTrace(LayerTrace):
     ``ε_y,t = (∂h/∂m_t) ε_m,t + ∂h/∂φ``, and the path through y_{t-1} folds into the memory
     recursion, ``dm_t/dm_{t-1} = J_s[m, m] + J_s[m, y] ∂h/∂m_{t-1}``. Exactly the same
     gradient with one trace fewer per parameter (LIF: half the memory and traffic).
+
+    Where one trace variable is stored (LIF, SNU, RNN, GRU, ...) and the trace is a contiguous
+    float32/float64 CPU tensor, the update of W, H and b is *deferred*: :meth:`update` records
+    the step's factors, and :meth:`contract` applies them and contracts in one pass of the fused
+    kernel (:mod:`ostl.kernels`) instead of PyTorch's three. A step without a signal applies
+    them at the next :meth:`update`, :meth:`settle`, :meth:`tensors` or :meth:`state_dict`;
+    read ``eps`` directly only after :meth:`settle`.
     """
 
     def __init__(
@@ -316,6 +325,11 @@ class DiagonalTrace(LayerTrace):
         # ∂h/∂m and ∂h/∂φ of the last step, neuron-major: (m, N, B) and (P, N, B)
         self._D = torch.zeros(n_mem, n, batch_size, dtype=dtype, device=device)
         self._D_phi = torch.zeros(P, n, batch_size, dtype=dtype, device=device)
+        # deferred updates: block name -> (a (N, B), coef (N, B, G), pre (B, m))
+        self._pending: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self._fused = n_mem == 1 and all(kernels.supports(e) for e in self.eps.values())
+
+    SCRATCH: ClassVar[tuple[str, ...]] = ("_spare", "_pending")
 
     def _shape(self, batch_size: int, columns: int) -> tuple[int, ...]:
         return (len(self.mem), self.layer.n_out, batch_size, columns)
@@ -330,8 +344,13 @@ class DiagonalTrace(LayerTrace):
         return A.permute(2, 3, 1, 0).unsqueeze(-1), via_y.permute(2, 1, 0)
 
     def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
+        self.settle()
         A, via_y = self._recursion(J)
+        a = A[0, 0, :, :, 0].contiguous() if self._fused else None
         for b in self.blocks:
+            if a is not None and b.kind != "phi":
+                self._defer(b, a, J, x, y_prev)
+                continue
             old = self.eps[b.name]
             if len(self.mem) == 1:
                 new = old
@@ -354,7 +373,41 @@ class DiagonalTrace(LayerTrace):
             if J.out_params is not None:
                 self._D_phi = J.out_params.permute(2, 1, 0)
 
+    def _defer(
+        self, b: ParamBlock, a: Tensor, J: NeuronJacobians, x: Tensor, y_prev: Tensor
+    ) -> None:
+        """Record block b's update ε ← a ε + coef ⊗ pre for the fused kernel."""
+        J_cur = J.a_rec if b.kind == "H" else J.a_in
+        assert J_cur is not None
+        coef = J_cur[:, :, self.mem[0], :].transpose(0, 1)  # (N, B, G)
+        if b.kind == "b":
+            pre = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+        else:
+            pre = x if b.kind == "W" else y_prev
+        dtype = self.eps[b.name].dtype
+        self._pending[b.name] = (
+            a,
+            coef.to(dtype).contiguous(),
+            pre.to(dtype).contiguous(),
+        )
+
+    def settle(self) -> None:
+        """Apply every deferred update (see the class docstring): ``eps`` is then current."""
+        if not self._pending:
+            return
+        with flush_denormals():  # as inside a runner step, when called from outside one
+            for name, (a, coef, pre) in self._pending.items():
+                kernels.run(self.eps[name][0], a, coef, pre, None, None)
+        self._pending.clear()
+
     def contract(self, L: Tensor, block: ParamBlock) -> Tensor:
+        pending = self._pending.pop(block.name, None)
+        if pending is not None:  # update and contraction in one pass
+            eps = self.eps[block.name][0]
+            w = (L.T * self._D[0]) if self.reduced else L.T
+            g = torch.empty(eps.shape[0], eps.shape[2], dtype=eps.dtype, device=eps.device)
+            kernels.run(eps, *pending, w.to(eps.dtype).contiguous(), g)
+            return g.to(L.dtype)
         eps = self.eps[block.name]
         # (N, 1, B) @ (N, B, C); bmm takes a slow per-matrix path on strided operands, so the
         # signal is made contiguous (and cast to a low-precision trace's dtype)
@@ -369,10 +422,19 @@ class DiagonalTrace(LayerTrace):
         return g
 
     def tensors(self) -> Iterator[Tensor]:
+        self.settle()
         yield from super().tensors()
         yield from self._spare.values()
         yield self._D
         yield self._D_phi
+
+    def state_dict(self) -> dict[str, Tensor]:
+        self.settle()
+        return super().state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self._pending.clear()
+        super().load_state_dict(state)
 
 
 def _bmm_signal(w: Tensor, eps: Tensor, dtype: torch.dtype) -> Tensor:

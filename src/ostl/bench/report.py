@@ -30,6 +30,7 @@ METHOD_NAMES = {
     "osttp": "OSTTP (`update_every=1`)",
     "eprop": "e-prop (`update_every=1`)",
     "ostl-derived": 'OSTL, diagonal, Jacobians derived with torch.func (`jacobians="derived"`)',
+    "ostl-torch": "OSTL, diagonal, trace update in PyTorch ops, no fused kernel (`OSTL_KERNELS=0`)",
     "ostl-bf16": "OSTL, diagonal, bfloat16 traces (`trace_dtype=torch.bfloat16`)",
     "ostl-fp16": "OSTL, diagonal, float16 traces (`trace_dtype=torch.float16`)",
     "jacobians": "Jacobian path alone: currents, cell step and closed-form Jacobian blocks",

@@ -13,6 +13,7 @@ reset before them. The first ``warmup`` sequences are discarded; the result is t
 - ``"jacobians"`` / ``"jacobians-derived"``: every stateful layer's currents, cell step and
   per-neuron Jacobian blocks, closed form or derived (the Jacobian path alone).
 
+``"ostl-torch"`` is OSTL with the fused trace kernel (:mod:`ostl.kernels`) turned off.
 For rules that keep eligibility traces (``runner.traces``, as :class:`ostl.rules.ostl.OSTLRunner`
 does) the bytes of those traces are recorded for the bandwidth floor (:mod:`.bandwidth`).
 For the low-precision variants (``trace_dtype``, :data:`~.workload.VARIANTS`) the gradient of
@@ -22,6 +23,7 @@ OSTL's: the worst cosine and relative error over the parameters are recorded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
 import time
@@ -30,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .. import kernels
 from ..api import gradients
 from ..layer import Layer
 from ..rules import OSTL
@@ -37,6 +40,7 @@ from ..traces import neuron_jacobians
 from .bandwidth import trace_bytes
 from .baselines import bptt_sequence, make_baseline
 from .workload import (
+    KERNEL_OFF,
     VARIANTS,
     NetSpec,
     build_network,
@@ -97,6 +101,13 @@ def measure_speed(
         for methods without traces) and ``held_bytes`` (tensors the learner holds; None for
         methods without a learner).
     """
+    with kernels.disabled() if method in KERNEL_OFF else contextlib.nullcontext():
+        return _measure(spec, method, steps, warmup, repeats, seed, device)
+
+
+def _measure(
+    spec: NetSpec, method: str, steps: int, warmup: int, repeats: int, seed: int, device: str
+) -> dict[str, Any]:
     pool = input_pool(spec, steps, seed=seed, device=device)
     target = one_hot_targets(spec, seed=seed, device=device)
     out: dict[str, Any] = {"trace_bytes": None, "held_bytes": None}

@@ -90,7 +90,7 @@ def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
     head = HEADLINE.with_(n_in=16, hidden=32, batch=4) if quick else HEADLINE
     rec = head.with_(recurrent=True)
     fact = head.with_(reset="subtract", detach_reset=True)
-    variants = ("ostl-derived", "ostl-bf16", "ostl-fp16")
+    variants = ("ostl-derived", "ostl-torch", "ostl-bf16", "ostl-fp16")
     jacobians = ("jacobians", "jacobians-derived")
     if quick:
         speed: tuple[tuple[NetSpec, tuple[str, ...]], ...] = (
@@ -106,7 +106,7 @@ def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
         (head.with_(cell="snu"), ("forward", *rules, "ostl-derived", *jacobians)),
         (head.with_(cell="lstm"), ("forward", *rules, "ostl-bf16")),
         (head.with_(hidden=128), ("forward", "bptt", "ostl")),
-        (head.with_(hidden=1024), ("forward", "bptt", "ostl", "ostl-bf16")),
+        (head.with_(hidden=1024), ("forward", "bptt", "ostl", "ostl-torch", "ostl-bf16")),
     )
     memory_steps = (100, 1000, 10000)
     return Plan(head, speed, 50, 1, 5, head, ("bptt", *online), memory_steps, 512, 10, 3)

@@ -50,6 +50,7 @@ __all__ = [
     "make_learner",
     "make_optimizer",
     "VARIANTS",
+    "KERNEL_OFF",
     "registered_bench_rules",
     "online_rules",
 ]
@@ -167,12 +168,18 @@ def loss_fn(y: Tensor, target: Tensor) -> Tensor:
 
 
 #: OSTL variants the bench measures beside the rules: the generic derived Jacobians instead of
-#: the closed forms, and traces stored in half precision.
+#: the closed forms, traces stored in half precision, and the trace update in PyTorch ops
+#: instead of the fused kernel (:data:`KERNEL_OFF`).
 VARIANTS: dict[str, dict[str, Any]] = {
     "ostl-derived": {"jacobians": "derived"},
+    "ostl-torch": {},
     "ostl-bf16": {"trace_dtype": torch.bfloat16},
     "ostl-fp16": {"trace_dtype": torch.float16},
 }
+
+#: Variants measured with :mod:`ostl.kernels` turned off in their process (PyTorch's three
+#: passes over the trace instead of the fused one).
+KERNEL_OFF = frozenset({"ostl-torch"})
 
 
 def make_rule(name: str) -> Rule:
