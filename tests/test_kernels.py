@@ -221,7 +221,7 @@ def test_without_a_compiler_one_warning_and_the_pytorch_path(tmp_path: Path) -> 
 
 
 def test_the_kernel_is_compiled_once_into_its_cache(tmp_path: Path) -> None:
-    code = "from ostl import kernels; assert kernels.available(); print(kernels._lib._name)"
+    code = "from ostl import kernels; assert kernels.available(); print(kernels._load()._name)"
     env = {**os.environ, "OSTL_KERNEL_CACHE": str(tmp_path)}
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr

@@ -23,6 +23,7 @@ PyTorch's in the last bits (float64: relative 1e-15).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -47,9 +48,6 @@ ENABLED: bool = os.environ.get("OSTL_KERNELS", "1") != "0"
 SOURCE = Path(__file__).with_name("trace_update.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c11", "-shared", "-fPIC")
 _DTYPES = {torch.float32: "ostl_trace_update_f32", torch.float64: "ostl_trace_update_f64"}
-
-_lib: ctypes.CDLL | None = None
-_tried = False
 
 
 def _cache_dir() -> Path:
@@ -110,23 +108,22 @@ def _compile() -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
 def _load() -> ctypes.CDLL | None:
-    global _lib, _tried
-    if not _tried:
-        _tried = True
-        try:
-            _lib = _compile()
-        except (OSError, subprocess.SubprocessError, AttributeError) as err:
-            detail = getattr(err, "stderr", None) or str(err)
-            warnings.warn(
-                f"ostl: the fused trace kernel could not be built ({detail.strip()[:500]}); "
-                "diagonal traces use the PyTorch path (same values, slower). Set "
-                "OSTL_KERNELS=0 to skip the attempt.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            _lib = None
-    return _lib
+    """The compiled kernel, built on the first call of the process; None (and one warning) if
+    it cannot be built."""
+    try:
+        return _compile()
+    except (OSError, subprocess.SubprocessError, AttributeError) as err:
+        detail = getattr(err, "stderr", None) or str(err)
+        warnings.warn(
+            f"ostl: the fused trace kernel could not be built ({detail.strip()[:500]}); "
+            "diagonal traces use the PyTorch path (same values, slower). Set "
+            "OSTL_KERNELS=0 to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
 
 
 @contextmanager
@@ -198,7 +195,7 @@ def run(
 ) -> None:
     """:func:`trace_update` without its checks, for callers that made them once
     (:class:`ostl.traces.DiagonalTrace` checks :func:`supports` when it is built)."""
-    N, B, C = e.shape
+    N, B, _ = e.shape
     G, m = coef.shape[-1], pre.shape[-1]
     lib = _load()
     assert lib is not None
