@@ -1,47 +1,87 @@
-"""The fused trace kernel (ostl.kernels): the values of PyTorch's three passes, used where it
-applies, strict about its inputs, and a clean fallback without a compiler."""
+"""ostl.kernels.trace_step: the C kernel and the PyTorch path against a naive einsum reference,
+the custom ops under torch.compile, validation, denormals, and the build/cache machinery."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import Tensor
 
-import ostl
 from ostl import kernels
-from ostl.numerics import flush_denormals
-from ostl.rules import get_rule
-from ostl.traces import DiagonalTrace
+from ostl.numerics import denormals_flushed, flush_denormals
 
-from .helpers import CELL_NAMES, make_net, mse, sequence
+needs_kernel = pytest.mark.skipif(
+    not kernels.available(), reason="the C kernel is not available (no compiler or OSTL_KERNELS=0)"
+)
 
-pytestmark = pytest.mark.skipif(not kernels.available(), reason="no C compiler: PyTorch path only")
+Operands = tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None, Tensor | None]
+
+#: (coef given, w given, w_old given): every combination the kernel specialises
+VARIANTS = [(c, w, o) for c in (False, True) for w in (False, True) for o in (False, True)]
 
 
-def reference(
-    e: Tensor, a: Tensor, coef: Tensor, pre: Tensor, w: Tensor | None
-) -> tuple[Tensor, Tensor | None]:
-    """The same step in PyTorch: scale, add the immediate term gate by gate, contract."""
-    N, B, _ = e.shape
-    G, m = coef.shape[-1], pre.shape[-1]
-    imm = (coef.unsqueeze(-1) * pre.view(1, B, 1, m)).reshape(N, B, G * m)
-    new = a.unsqueeze(-1) * e + imm
-    g = None if w is None else torch.einsum("nb,nbc->nc", w, new)
+def naive(
+    e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor, w: Tensor | None, w_old: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The step in float64, straight from the definition: (new trace, g; zeros without w's)."""
+    M, N, B, C = e.shape
+    m = pre.shape[1]
+    G = C // m
+    e0 = e.double()
+    c = torch.ones(M, B, G, N, dtype=torch.float64) if coef is None else coef.double()
+    imm = torch.einsum("ibkn,bj->inbkj", c, pre.double()).reshape(M, N, B, C)
+    new = torch.einsum("ilbn,lnbc->inbc", A.double(), e0) + imm
+    g = torch.zeros(N, C, dtype=torch.float64)
+    if w is not None:
+        g = g + torch.einsum("ibn,inbc->nc", w.double(), new)
+    if w_old is not None:
+        g = g + torch.einsum("ibn,inbc->nc", w_old.double(), e0)
     return new, g
 
 
-def operands(N: int, B: int, G: int, m: int, dtype: torch.dtype) -> list[Tensor]:
-    """e (N, B, G·m), a (N, B), coef (N, B, G), pre (B, m), w (N, B)."""
-    gen = torch.Generator().manual_seed(N * 1000 + G * 10 + m)
-    shapes = [(N, B, G * m), (N, B), (N, B, G), (B, m), (N, B)]
-    return [torch.randn(*s, generator=gen, dtype=torch.float64).to(dtype) for s in shapes]
+def operands(
+    M: int, N: int, B: int, G: int, m: int, dtype: torch.dtype, variant: tuple[bool, bool, bool]
+) -> Operands:
+    """Random e, A, coef, pre, w, w_old (the ones the variant leaves out are None)."""
+    gen = torch.Generator().manual_seed(((M * 31 + N) * 31 + B) * 31 + G * 7 + m)
+
+    def rand(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+    has_coef, has_w, has_old = variant
+    e, A, coef, pre = rand(M, N, B, G * m), rand(M, M, B, N), rand(M, B, G, N), rand(B, m)
+    w, w_old = rand(M, B, N), rand(M, B, N)
+    return (e, A, coef if has_coef else None, pre, w if has_w else None, w_old if has_old else None)
+
+
+def assert_matches(got: Tensor, want: Tensor, dtype: torch.dtype) -> None:
+    """Equal within the dtype's rounding, relative to the reference's scale."""
+    assert float(want.abs().max()) > 0, "vacuous comparison: the reference is all zeros"
+    scale = float(want.abs().max())
+    rtol = 1e-13 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=rtol * scale)
+
+
+def check_step(ops: Operands, dtype: torch.dtype) -> None:
+    """trace_step on a copy of e equals the naive step; g is None exactly without weights."""
+    e, A, coef, pre, w, w_old = ops
+    want_e, want_g = naive(*ops)
+    got_e = e.clone()
+    g = kernels.trace_step(got_e, A, coef, pre, w, w_old)
+    assert_matches(got_e, want_e, dtype)
+    if w is None and w_old is None:
+        assert g is None
+    else:
+        assert g is not None and g.shape == want_g.shape and g.dtype == A.dtype
+        assert_matches(g, want_g, dtype)
 
 
 @contextmanager
@@ -54,59 +94,209 @@ def threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(7, 3, 1, 5), (16, 4, 3, 9), (1, 2, 4, 1), (33, 5, 1, 64)])
+def _forbidden(name: str) -> Callable[..., Any]:
+    def fail(*args: object, **kwargs: object) -> Any:
+        raise AssertionError(f"{name} ran where the other path was expected")
+
+    return fail
+
+
+@pytest.fixture
+def c_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PyTorch path raises: what follows must run the C kernel."""
+    monkeypatch.setattr(kernels, "_reference", _forbidden("the PyTorch path"))
+
+
+@pytest.fixture
+def torch_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C kernel raises: what follows must run the PyTorch path."""
+    monkeypatch.setattr(kernels, "_kernel", _forbidden("the C kernel"))
+
+
+SHAPES = [(1, 1, 1), (1, 4, 3), (6, 1, 1), (13, 3, 17), (40, 5, 33)]  # (N, B, m)
+
+
+@needs_kernel
+@pytest.mark.usefixtures("c_path_only")
 @pytest.mark.parametrize("n_threads", [1, 2])
-@pytest.mark.parametrize("contract", [True, False])
-def test_the_kernel_computes_the_pytorch_step(
-    dtype: torch.dtype, shape: tuple[int, int, int, int], n_threads: int, contract: bool
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("G", [1, 3, 4])
+@pytest.mark.parametrize("M", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernel_computes_the_step(
+    dtype: torch.dtype, M: int, G: int, shape: tuple[int, int, int], n_threads: int
 ) -> None:
-    N, B, G, m = shape
-    e, a, coef, pre, w = operands(N, B, G, m, dtype)
-    want_e, want_g = reference(e, a, coef, pre, w if contract else None)
-    g = torch.full((N, G * m), float("nan"), dtype=dtype) if contract else None  # all written
+    N, B, m = shape
     with threads(n_threads):
-        kernels.trace_update(e, a, coef, pre, w if contract else None, g)
-    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-13, "atol": 1e-13}
-    torch.testing.assert_close(e, want_e, **tol)
-    if contract:
-        assert g is not None and want_g is not None
-        torch.testing.assert_close(g, want_g, **tol)
+        for variant in VARIANTS:
+            check_step(operands(M, N, B, G, m, dtype, variant), dtype)
 
 
-def test_the_kernel_refuses_what_it_cannot_take() -> None:
-    e, a, coef, pre, w = operands(4, 3, 1, 5, torch.float64)
-    g = torch.empty(4, 5, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"a \(N, B\)"):
-        kernels.trace_update(e, a[:, :2], coef, pre, w, g)
-    with pytest.raises(ValueError, match="both or neither"):
-        kernels.trace_update(e, a, coef, pre, w, None)
-    with pytest.raises(ValueError, match=r"pre \(B, m\)"):
-        kernels.trace_update(e, a, coef, pre[:, :4], w, g)
-    with pytest.raises(ValueError, match="contiguous CPU tensors of one dtype"):
-        kernels.trace_update(e, a.T.contiguous().T, coef, pre, w, g)
-    with pytest.raises(ValueError, match="contiguous CPU tensors of one dtype"):
-        kernels.trace_update(e, a.float(), coef, pre, w, g)
-    assert not kernels.supports(e.half())
+@needs_kernel
+@pytest.mark.usefixtures("c_path_only")
+def test_the_kernel_takes_its_largest_m_and_gives_the_same_bits_on_any_thread_count() -> None:
+    ops = operands(kernels.MAX_M, 9, 3, 2, 19, torch.float64, (True, True, True))
+    check_step(ops, torch.float64)
+    e, A, coef, pre, w, w_old = ops
+    results = []
+    for n in (1, 2):
+        got = e.clone()
+        with threads(n):
+            g = kernels.trace_step(got, A, coef, pre, w, w_old)
+        assert g is not None
+        results.append((got, g))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+@pytest.mark.usefixtures("torch_path_only")
+@pytest.mark.parametrize("shape", SHAPES[:4])
+@pytest.mark.parametrize("G", [1, 3])
+@pytest.mark.parametrize("M", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_pytorch_path_computes_the_step(
+    dtype: torch.dtype, M: int, G: int, shape: tuple[int, int, int]
+) -> None:
+    N, B, m = shape
+    with kernels.disabled():
+        for variant in VARIANTS:
+            check_step(operands(M, N, B, G, m, dtype, variant), dtype)
+
+
+@pytest.mark.usefixtures("torch_path_only")
+def test_more_variables_than_the_kernel_takes_go_to_pytorch() -> None:
+    M = kernels.MAX_M + 1
+    for variant in VARIANTS:
+        ops = operands(M, 5, 3, 2, 7, torch.float64, variant)
+        assert not kernels.supports(ops[0], ops[1])
+        check_step(ops, torch.float64)
+
+
+@pytest.mark.usefixtures("torch_path_only")
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("M", [1, 2])
+def test_a_low_precision_trace_is_computed_in_the_factors_dtype_and_stored_rounded(
+    low: torch.dtype, M: int
+) -> None:
+    for variant in VARIANTS:
+        e, A, coef, pre, w, w_old = operands(M, 7, 3, 2, 11, torch.float32, variant)
+        e = e.to(low)
+        want_e, want_g = naive(e, A, coef, pre, w, w_old)
+        got = e.clone()
+        g = kernels.trace_step(got, A, coef, pre, w, w_old)
+        assert got.dtype == low
+        # within one unit in the last place of the storage dtype (float32 arithmetic, one rounding)
+        mantissa_bits = 7 if low == torch.bfloat16 else 10
+        _, exponent = torch.frexp(want_e)
+        ulp = torch.pow(2.0, (exponent - 1 - mantissa_bits).double())
+        assert float(want_e.abs().max()) > 0
+        assert bool(((got.double() - want_e).abs() <= ulp).all())
+        assert not torch.equal(got.double(), want_e)  # it was rounded (float64 values would not be)
+        if w is not None or w_old is not None:
+            assert g is not None and g.dtype == torch.float32
+            assert_matches(g, want_g, torch.float32)  # from the unrounded new values
+
+
+@pytest.mark.parametrize("M", [1, 2])
+def test_non_contiguous_inputs_give_the_same_values(M: int) -> None:
+    N, B, G, m = 6, 4, 2, 5
+    ops = operands(M, N, B, G, m, torch.float64, (True, True, True))
+    e, A, coef, pre, w, w_old = ops
+    assert coef is not None and w is not None and w_old is not None
+    want_e, want_g = naive(*ops)
+    # the same values behind other strides: e every other column of a wider buffer, the rest
+    # transposed copies
+    buffer = torch.full((M, N, B, 2 * G * m), 7.0, dtype=torch.float64)
+    strided_e = buffer[..., ::2]
+    strided_e.copy_(e)
+    strided = (
+        A.transpose(2, 3).contiguous().transpose(2, 3),
+        coef.transpose(1, 3).contiguous().transpose(1, 3),
+        pre.T.contiguous().T,
+        w.transpose(0, 2).contiguous().transpose(0, 2),
+        w_old.transpose(1, 2).contiguous().transpose(1, 2),
+    )
+    assert not any(t.is_contiguous() for t in (strided_e, *strided))
+    g = kernels.trace_step(strided_e, *strided)
+    assert g is not None
+    assert_matches(strided_e, want_e, torch.float64)
+    assert_matches(g, want_g, torch.float64)
+    assert bool((buffer[..., 1::2] == 7.0).all())  # the columns in between are untouched
+
+
+def test_an_empty_batch_contracts_to_zeros() -> None:
+    e, A, coef, pre, w, w_old = operands(1, 3, 0, 2, 4, torch.float64, (True, True, True))
+    g = kernels.trace_step(e, A, coef, pre, w, w_old)
+    assert g is not None and g.shape == (3, 8) and bool((g == 0).all())
+
+
+BAD_SHAPES: dict[str, Callable[[Operands], Operands]] = {
+    "A": lambda o: (o[0], o[1][:, :, :2], o[2], o[3], o[4], o[5]),
+    "A's M": lambda o: (o[0], o[1][:1], o[2], o[3], o[4], o[5]),
+    "coef": lambda o: (o[0], o[1], o[2][:, :, :1], o[3], o[4], o[5]),  # type: ignore[index]
+    "pre's B": lambda o: (o[0], o[1], o[2], o[3][:2], o[4], o[5]),
+    "pre's m": lambda o: (o[0], o[1], o[2], o[3][:, :4], o[4], o[5]),
+    "C not G·m": lambda o: (o[0][..., :-1], o[1], None, o[3], o[4], o[5]),
+    "w": lambda o: (o[0], o[1], o[2], o[3], o[4][:, :, :2], o[5]),  # type: ignore[index]
+    "w_old": lambda o: (o[0], o[1], o[2], o[3], o[4], o[5][0]),  # type: ignore[index]
+    "e 3-d": lambda o: (o[0][0], o[1], o[2], o[3], o[4], o[5]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SHAPES))
+def test_shapes_that_do_not_fit_raise_naming_the_expected_ones(case: str) -> None:
+    good = operands(2, 4, 3, 2, 5, torch.float64, (True, True, True))
+    check_step(good, torch.float64)  # the control: the unaltered operands are accepted
+    bad = BAD_SHAPES[case](good)
+    before = bad[0].clone()
+    with pytest.raises(ValueError, match=r"expects e \(M, N, B, G·m\), A \(M, M, B, N\)") as err:
+        kernels.trace_step(*bad)
+    assert "got e (" in str(err.value)
+    assert torch.equal(bad[0], before)  # nothing was written
+
+
+def test_factors_of_another_dtype_or_device_raise() -> None:
+    e, A, coef, pre, w, w_old = operands(1, 4, 3, 1, 5, torch.float64, (True, True, False))
+    with pytest.raises(ValueError, match="of one floating dtype"):
+        kernels.trace_step(e, A, coef, pre.float(), w)
+    with pytest.raises(ValueError, match="of one floating dtype"):
+        kernels.trace_step(e.long(), A, coef, pre, w)
+    with pytest.raises(ValueError, match="on e's device"):
+        kernels.trace_step(e, A, coef, pre.to("meta"), w)
+
+
+def test_supports_and_disabled() -> None:
+    e, A, coef, pre, _, _ = operands(1, 4, 3, 1, 5, torch.float64, (True, False, False))
+    assert not kernels.supports()
+    assert not kernels.supports(e.half(), A.half())
+    assert not kernels.supports(e, A.float())
+    assert not kernels.supports(e, A.transpose(2, 3))
+    assert not kernels.supports(e.expand(kernels.MAX_M + 1, -1, -1, -1).contiguous(), A)
+    assert coef is not None and kernels.supports(e, A, coef, pre) == kernels.available()
+    was = kernels.ENABLED
+    with kernels.disabled():
+        assert not kernels.ENABLED and not kernels.available() and not kernels.supports(e, A)
+    assert was == kernels.ENABLED
+
+
+@needs_kernel
+@pytest.mark.usefixtures("c_path_only")
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_the_kernel_keeps_the_callers_denormal_mode_in_every_thread(n_threads: int) -> None:
     tiny = torch.finfo(torch.float32).tiny
 
     def subnormals(flush: bool) -> int:
-        e = torch.full((64, 8, 16), 4 * tiny)  # normal; × 0.1 makes it subnormal
-        a = torch.full((64, 8), 0.1)
-        coef, pre = torch.zeros(64, 8, 1), torch.zeros(8, 16)
+        e = torch.full((1, 64, 8, 16), 4 * tiny)  # normal; × 0.1 makes it subnormal
+        A = torch.full((1, 1, 8, 64), 0.1)
+        coef, pre = torch.zeros(1, 8, 1, 64), torch.zeros(8, 16)
         with threads(n_threads):
             if flush:
                 with flush_denormals():
-                    kernels.trace_update(e, a, coef, pre, None, None)
+                    kernels.trace_step(e, A, coef, pre)
             else:
-                kernels.trace_update(e, a, coef, pre, None, None)
+                kernels.trace_step(e, A, coef, pre)
         return int(((e != 0) & (e.abs() < tiny)).sum())
 
-    was = ostl.numerics.denormals_flushed()  # another test may have flushed process-wide
+    was = denormals_flushed()  # another test may have flushed process-wide
     torch.set_flush_denormal(False)
     try:
         assert subnormals(flush=False) == 64 * 8 * 16  # the control: IEEE arithmetic keeps them
@@ -115,127 +305,109 @@ def test_the_kernel_keeps_the_callers_denormal_mode_in_every_thread(n_threads: i
         torch.set_flush_denormal(was)
 
 
-FUSED_CELLS = ["lif", "snu", "ssnu", "rnn", "gru"]  # one stored trace variable
+def test_the_custom_ops_pass_opcheck() -> None:
+    e, A, coef, pre, w, w_old = operands(2, 3, 2, 2, 3, torch.float32, (True, True, True))
+    torch.library.opcheck(torch.ops.ostl.trace_update.default, (e.clone(), A, coef, pre))
+    torch.library.opcheck(
+        torch.ops.ostl.trace_update_contract.default, (e.clone(), A, None, pre, w, w_old)
+    )
 
 
-@contextmanager
-def count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    calls = [0]
-    real = kernels.run
-
-    def counting(*args: object) -> None:
-        calls[0] += 1
-        real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(kernels, "run", counting)
-    yield calls
+def step_twice(
+    e: Tensor, A: Tensor, coef: Tensor, pre: Tensor, w: Tensor, w_old: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Two steps (update + contract, then update only) with a little arithmetic around them."""
+    g = kernels.trace_step(e, A * 0.5, coef, pre, w, w_old)
+    assert g is not None
+    kernels.trace_step(e, A, None, pre + 1.0)
+    return g * 2.0, e.sum(dim=(0, 2))
 
 
-@pytest.mark.parametrize("name", CELL_NAMES)
-@pytest.mark.parametrize("rule", ["ostl", "osttp", "eprop", "snap"])
-def test_fused_and_pytorch_traces_give_the_same_gradients(
-    name: str, rule: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Targets at some steps only: updates deferred over steps without a signal are applied."""
-    net = make_net(name, [3, 6, 5], recurrent=True, bias=True)
-    xs, ts = sequence(12, 4, 3)
-    targets: list[Tensor | None] = [t if i % 3 == 2 else None for i, t in enumerate(ts)]
+def test_torch_compile_traces_the_op_in_one_graph_and_computes_the_same() -> None:
+    ops = operands(2, 5, 3, 2, 4, torch.float32, (True, True, True))
+    e, A, coef, pre, w, w_old = ops
+    assert coef is not None and w is not None and w_old is not None
+    want_e = e.clone()
+    want = step_twice(want_e, A, coef, pre, w, w_old)
+    assert float(want[0].abs().max()) > 0
 
-    def grads() -> dict[str, Tensor]:
-        return ostl.gradients(net, get_rule(rule), xs, targets, mse)
+    graphs: list[torch.fx.GraphModule] = []
 
-    with count_kernel_calls(monkeypatch) as calls:
-        got = grads()
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    want = grads()
-    assert (calls[0] > 0) == (name in FUSED_CELLS), calls  # the fused path ran where it applies
-    for n, g in want.items():
-        torch.testing.assert_close(got[n], g, rtol=1e-12, atol=1e-14)
-    assert max(float(g.norm()) for g in want.values()) > 0
+    def capture(gm: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Callable[..., Any]:
+        graphs.append(gm)
+        return gm.forward
 
+    torch._dynamo.reset()
+    try:
+        got_e = e.clone()
+        torch.compile(step_twice, backend=capture, fullgraph=True)(got_e, A, coef, pre, w, w_old)
+        assert len(graphs) == 1
+        targets = {node.target for node in graphs[0].graph.nodes}
+        for op in (torch.ops.ostl.trace_update_contract, torch.ops.ostl.trace_update):
+            assert targets & {op, op.default}, targets  # the custom op, not its insides
 
-def test_a_checkpoint_taken_between_deferred_updates_resumes_the_same(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    net = make_net("lif", [3, 6, 5], recurrent=True)
-    xs, ts = sequence(10, 4, 3)
-    runner = ostl.OSTL().bind(net)
-    runner.reset(4)
-    for t in range(4):  # no signal: the updates stay deferred
-        runner.step(xs[t], None, mse)
-    trace = runner.traces[0]
-    assert isinstance(trace, DiagonalTrace) and trace._pending
-    saved = runner.state_dict()
-    assert not trace._pending  # state_dict applied them first
-    for t in range(4, 10):
-        runner.step(xs[t], ts[t], mse)
-    want = {n: g.clone() for n, g in runner.grads.items()}
-
-    monkeypatch.setattr(kernels, "ENABLED", False)
-    other = ostl.OSTL().bind(net)
-    other.reset(4)
-    other.load_state_dict(saved)
-    for t in range(4, 10):
-        other.step(xs[t], ts[t], mse)
-    for n, g in want.items():
-        torch.testing.assert_close(other.grads[n], g, rtol=1e-12, atol=1e-14)
+        got_e = e.clone()
+        got = torch.compile(step_twice, fullgraph=True)(got_e, A, coef, pre, w, w_old)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(got_e, want_e, rtol=1e-6, atol=1e-6)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-def test_reading_the_traces_applies_deferred_updates() -> None:
-    net = make_net("lif", [3, 5], recurrent=False)
-    runner = ostl.OSTL().bind(net)
-    runner.reset(2)
-    runner.step(torch.ones(2, 3, dtype=torch.float64), None, mse)
-    trace = runner.traces[0]
-    assert isinstance(trace, DiagonalTrace)
-    assert bool((trace.eps["W"] == 0).all())  # deferred: not yet applied
-    assert sum(t.numel() for t in runner.state_tensors()) > 0
-    assert not bool((trace.eps["W"] == 0).all())  # listing the state tensors applied it
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}
+    )
 
 
 def test_without_a_compiler_one_warning_and_the_pytorch_path(tmp_path: Path) -> None:
     code = (
-        "import warnings, torch, ostl\n"
+        "import warnings, torch\n"
         "from ostl import kernels\n"
-        "with warnings.catch_warnings(record=True) as w:\n"
+        "torch.manual_seed(0)\n"
+        "e, A, c = torch.randn(1, 5, 3, 8), torch.randn(1, 1, 3, 5), torch.randn(1, 3, 2, 5)\n"
+        "pre, w = torch.randn(3, 4), torch.randn(1, 3, 5)\n"
+        "want = torch.einsum('lbn,lnbc->lnbc', A[0], e)"
+        " + torch.einsum('ibkn,bj->inbkj', c, pre).reshape(1, 5, 3, 8)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
-        "    net = ostl.Network([ostl.Layer(3, 4, 'lif'), ostl.Readout(4, 2)])\n"
-        "    g = ostl.gradients(net, ostl.OSTL(), torch.rand(5, 2, 3), [torch.rand(2, 2)] * 5,\n"
-        "                       lambda y, t: ((y - t) ** 2).mean())\n"
-        "    ostl.gradients(net, ostl.OSTL(), torch.rand(5, 2, 3), [None] * 5, lambda y, t: 0)\n"
-        "msgs = [str(x.message) for x in w if 'fused trace kernel' in str(x.message)]\n"
+        "    g = kernels.trace_step(e, A, c, pre, w)\n"
+        "    kernels.trace_step(e.clone(), A, c, pre)\n"
+        "    assert not kernels.available()\n"
+        "msgs = [str(x.message) for x in caught if issubclass(x.category, RuntimeWarning)]\n"
         "assert len(msgs) == 1, msgs\n"
-        "assert not kernels.available()\n"
-        "assert all(torch.isfinite(v).all() for v in g.values())\n"
+        "torch.testing.assert_close(e, want)\n"
+        "torch.testing.assert_close(g, torch.einsum('bn,nbc->nc', w[0], want[0]))\n"
+        "assert want.abs().max() > 0 and g.abs().max() > 0\n"
         "print(msgs[0])\n"
     )
-    env = {
-        **os.environ,
-        "CC": str(tmp_path / "no-such-compiler"),
-        "OSTL_KERNEL_CACHE": str(tmp_path),
-    }
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    out = run_python(code, CC=str(tmp_path / "no-such-compiler"), OSTL_KERNEL_CACHE=str(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert "fused trace kernel could not be built" in out.stdout
     assert "no C compiler found" in out.stdout
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_kernel
 def test_the_kernel_is_compiled_once_into_its_cache(tmp_path: Path) -> None:
     code = "from ostl import kernels; assert kernels.available(); print(kernels._load()._name)"
-    env = {**os.environ, "OSTL_KERNEL_CACHE": str(tmp_path)}
-    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    first = run_python(code, OSTL_KERNEL_CACHE=str(tmp_path))
     assert first.returncode == 0, first.stderr
-    built = list(tmp_path.glob("trace_update-*.so"))
+    built = list(tmp_path.glob("trace_step-*.so"))
     assert len(built) == 1 and first.stdout.strip() == str(built[0])
     stamp = built[0].stat().st_mtime_ns
-    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    again = run_python(code, OSTL_KERNEL_CACHE=str(tmp_path))
     assert again.returncode == 0 and again.stdout == first.stdout
     assert built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
     assert [p.name for p in tmp_path.iterdir()] == [built[0].name]  # no temporary left
 
 
-def test_ostl_kernels_0_turns_it_off() -> None:
-    code = "from ostl import kernels; assert not kernels.ENABLED and not kernels.available()"
-    env = {**os.environ, "OSTL_KERNELS": "0"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+def test_ostl_kernels_0_turns_it_off(tmp_path: Path) -> None:
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "from ostl import kernels; assert not kernels.ENABLED and not kernels.available()\n"
+    )
+    out = run_python(code, OSTL_KERNELS="0", OSTL_KERNEL_CACHE=str(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert list(tmp_path.iterdir()) == []  # no build was attempted

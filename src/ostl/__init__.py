@@ -7,7 +7,7 @@ Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Ne
 
 from __future__ import annotations
 
-from . import cells, checkpoint, distributed, errors, rules, surrogate, traces
+from . import cells, checkpoint, distributed, engine, errors, losses, rules, surrogate
 from .api import Comparison, compare_to_bptt, gradients
 from .cells import CELLS
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -49,7 +49,8 @@ __all__ = [
     "cells",
     "rules",
     "surrogate",
-    "traces",
+    "engine",
+    "losses",
     "errors",
     "distributed",
     "OSTLError",

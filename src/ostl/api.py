@@ -56,6 +56,7 @@ def gradients(
     for x_t, tgt in zip(xs, targets):
         runner.step(x_t, tgt, loss_fn)
     runner.flush()
+    runner.check_finite()
     return {n: g.clone() for n, g in runner.grads.items()}
 
 

@@ -13,10 +13,11 @@ as in ``torch.nn.LSTM``. Its cell holds the per-neuron dynamics and per-neuron p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import Cell, make_cell
@@ -38,10 +39,16 @@ class SynapticProduct(Protocol):
 
 def _product(module: nn.Module, name: str, x: Tensor) -> Tensor:
     """x @ M.T for the weight matrix ``name`` of ``module``, through its synapses hook if set."""
+    return _linear(module, name, x, getattr(module, name), None)
+
+
+def _linear(module: nn.Module, name: str, x: Tensor, M: Tensor, b: Tensor | None) -> Tensor:
+    """x @ M.T + b, the product through ``module``'s synapses hook if one is set."""
     hook = module.__dict__.get("synapses")
     if hook is not None:
-        return cast(SynapticProduct, hook)(name, x)
-    return x @ getattr(module, name).T
+        y = cast(SynapticProduct, hook)(name, x)
+        return y if b is None else y + b
+    return F.linear(x, M, b)
 
 
 def _uniform_(t: Tensor, fan_in: int) -> None:
@@ -141,16 +148,23 @@ class Layer(nn.Module):
             batch_size, dtype=dtype or self.W.dtype, device=device or self.W.device
         )
 
-    def currents(self, x: Tensor, state: Any) -> tuple[Tensor, Tensor | None]:
-        """Synaptic currents per gate: a_in = W x + b and a_rec = H y_{t-1}, each (..., G, N)."""
-        a_in = _product(self, "W", x)
-        if self.b is not None:
-            a_in = a_in + self.b
+    def currents(
+        self, x: Tensor, state: Any, weights: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Synaptic currents per gate: a_in = W x + b and a_rec = H y_{t-1}, each (..., G, N).
+
+        ``weights`` replaces the layer's own ``W``, ``H`` and ``b`` by name (the synapses
+        hook, when set, still computes the products with its own weights).
+        """
+        w = weights or {}
+        b = w.get("b", self.b)
+        a_in = _linear(self, "W", x, w.get("W", self.W), b)
         a_in = a_in.unflatten(-1, (self.n_gates, self.n_out))
         if self.H is None:
             return a_in, None
         y_prev = getattr(state, self.cell.output)
-        return a_in, _product(self, "H", y_prev).unflatten(-1, (self.n_gates, self.n_out))
+        a_rec = _linear(self, "H", y_prev, w.get("H", self.H), None)
+        return a_in, a_rec.unflatten(-1, (self.n_gates, self.n_out))
 
     def forward(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         """One time step: x (B, n_in), state -> (y (B, n_out), new state)."""
@@ -188,10 +202,7 @@ class Readout(nn.Module):
 
     def forward(self, x: Tensor, state: Any = ()) -> tuple[Tensor, ReadoutState]:
         _check_step_input(self, x, self.n_in, ())
-        y = _product(self, "W", x)
-        if self.b is not None:
-            y = y + self.b
-        return y, ReadoutState()
+        return _linear(self, "W", x, self.W, self.b), ReadoutState()
 
     def extra_repr(self) -> str:
         return f"n_in={self.n_in}, n_out={self.n_out}, bias={self.b is not None}"

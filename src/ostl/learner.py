@@ -47,12 +47,18 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist
-from .errors import CheckpointError, NonFiniteError, OptionError, OSTLError, all_finite
+from .errors import (
+    CheckpointError,
+    NonFiniteError,
+    OptionError,
+    OSTLError,
+    UnsupportedError,
+    all_finite,
+)
 from .layer import Network
 from .numerics import flush_denormals
 from .rules import LossFn, Rule, get_rule
-from .rules.base import NONFINITE
-from .rules.osttp import check_unlockable
+from .rules.base import NONFINITE, Runner
 
 __all__ = ["Learner"]
 
@@ -121,7 +127,7 @@ class Learner:
                     "unlocked=True applies each layer's update right after its own step: it "
                     f"needs update_every=1, got {update_every!r}"
                 )
-            check_unlockable(self.runner).on_layer_update = self._update_layer
+            _check_unlockable(self.runner).on_layer_update = self._update_layer
         self.distributed = bool(distributed)
         self.same_target_steps = bool(same_target_steps)
         if self.distributed:
@@ -222,34 +228,40 @@ class Learner:
     def _check_finite(self, names: list[str]) -> bool:
         """True if the final gradients of ``names`` are finite; else raise or skip (policy).
 
-        Skipping zeroes those gradients, counts the skip and, if the rule's state or traces
-        hold NaN/Inf too, restarts the stream state so that the next steps are clean.
+        One host synchronisation when they are finite. Otherwise the stream is restarted if
+        the rule's state or traces hold NaN/Inf (weights are kept), and then: ``"raise"``
+        raises naming the first non-finite input, target or output error and its step (or the
+        poisoned gradients and state); ``"skip"`` zeroes those gradients and counts the skip.
         """
         grads = self.runner.grads
         if all_finite(grads[n] for n in names):
             return True
+        r = self.runner
         bad = [n for n in names if not bool(torch.isfinite(grads[n]).all())]
         if not bad:
             return True
+        cause = r.first_nonfinite()
         poisoned = [
             n
-            for n, t in self.runner.named_state()
-            if not n.startswith("grads.")
-            and t.is_floating_point()
-            and not bool(torch.isfinite(t).all())
+            for n, t in r.named_state()
+            if not n.startswith("grads.") and t.is_floating_point() and not all_finite([t])
         ]
-        where = f"at step {self.steps} (update {self.updates + 1})"
-        if self.nonfinite == "raise":
-            cause = f"; non-finite rule state: {', '.join(poisoned[:5])}" if poisoned else ""
-            raise NonFiniteError(
-                f"non-finite gradient {where} of {', '.join(bad)}{cause}. The weights were not "
-                "updated. Learner(nonfinite='skip') skips such updates instead."
-            )
         for n in names:
             grads[n].zero_()
+        if poisoned or cause:
+            r.restart_stream()  # clean state and traces for the steps that follow
+        if self.nonfinite == "raise":
+            where = f"at step {self.steps} (update {self.updates + 1})"
+            if cause is not None:
+                msg = f"{cause}: expected finite values, found NaN or Inf"
+            else:
+                state = f"; non-finite rule state: {', '.join(poisoned[:5])}" if poisoned else ""
+                msg = f"non-finite gradient {where} of {', '.join(bad)}{state}"
+            raise NonFiniteError(
+                f"{msg}. The weights were not updated (the stream state was restarted). "
+                "Learner(nonfinite='skip') skips such updates instead."
+            )
         self.skipped += 1
-        if poisoned:
-            self.runner.restart_stream()
         return False
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -301,3 +313,14 @@ class Learner:
     def state_bytes(self) -> int:
         """Bytes of every tensor the rule holds (state, traces, gradients)."""
         return self.runner.state_bytes()
+
+
+def _check_unlockable(runner: Runner) -> Runner:
+    """The runner, if its rule can run the update-unlocked schedule; else a clear error."""
+    if getattr(runner.rule, "signal", None) != "target":
+        raise UnsupportedError(
+            f"{runner.rule!r} is update-locked: its learning signals need the whole forward pass "
+            "at step t (and a backward sweep across layers, or through time); only OSTTP's hidden "
+            "updates need nothing from the layers above. Use ostl.rules.OSTTP, or unlocked=False."
+        )
+    return runner

@@ -97,9 +97,8 @@ class Epoch:
                         self.ys.append(learner.step(xs[t], targets[t]))
                     self.t = t + 1
                     after_step()
-                r = learner.runner
-                self.loss_sum, self.loss_n = self.loss_sum + r.loss_sum, self.loss_n + r.n_losses
-                r.loss_sum, r.n_losses = 0.0, 0  # counted; keep the stream's state running
+                loss_sum, loss_n = learner.runner.take_losses()  # the stream keeps running
+                self.loss_sum, self.loss_n = self.loss_sum + loss_sum, self.loss_n + loss_n
                 learner.end_sequence()
                 self.meter.graph_freed()
             self.timer.steps += len(xs) - t0

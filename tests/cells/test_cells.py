@@ -9,7 +9,8 @@ import torch
 
 import ostl
 from ostl.cells import CELLS
-from ostl.traces import neuron_jacobians
+from ostl.cells.base import dense
+from ostl.engine import neuron_jacobians
 
 from ..helpers import CELL_NAMES, DT, TRAINABLE
 
@@ -147,7 +148,8 @@ def test_derived_jacobians_equal_jacrev_of_the_step(name: str, derive: bool) -> 
     x = torch.randn(B, 2, **F64) * 2
     a_in, a_rec = layer.currents(x, state)
     a_in, a_rec = a_in.detach(), a_rec.detach()
-    _, J = neuron_jacobians(cell, a_in, a_rec, state, derive=derive)
+    _, J_entries = neuron_jacobians(cell, a_in, a_rec, state, derive=derive)
+    J = dense(J_entries, state[0], layer.n_gates)
     k = len(state)
     S = torch.stack(tuple(state), dim=-1)  # (B, N, k)
     p = {n: v.detach() for n, v in cell.neuron_params().items()}

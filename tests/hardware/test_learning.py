@@ -45,8 +45,8 @@ def test_osttp_on_pcm_reduces_the_loss() -> None:
         for x in xs:
             learner.step(x, target)
         learner.end_sequence()
-        losses.append(runner.loss_sum / runner.n_losses)
-        runner.loss_sum, runner.n_losses = 0.0, 0
+        loss_sum, n = runner.take_losses()
+        losses.append(loss_sum / n)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, (first, last)
     assert 0 < scheme.events < 30 * 10 * (20 * 32 + 32 * 3)  # fewer events than updates

@@ -58,9 +58,9 @@ def test_tbptt_cuts_the_graph_every_k_steps() -> None:
     held = []
     for i, (x, t) in enumerate(zip(xs, ts)):
         runner.step(x, t, mse)
-        attached = any(v.grad_fn is not None for s in runner._state for v in s)
+        attached = any(v.grad_fn is not None for s in runner.carry.state for v in s)
         assert attached == ((i + 1) % 3 != 0), i  # a graph inside a chunk, none at its end
-        held.append(runner._loss is None)
+        held.append(runner.carry.loss is None)
     assert held == [False, False, True] * 3
 
 

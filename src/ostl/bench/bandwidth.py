@@ -8,7 +8,7 @@ implementation can be faster than moving those bytes through main memory::
     floor          = bytes per step ÷ copy bandwidth
 
 where size(ε) is the bytes of the trace tensors the runner actually holds
-(``runner.traces[i].tensors()``, e.g. ``B·N·k·C·4`` for a float32 diagonal trace of a
+(the tensors of ``runner.traces``, e.g. ``B·N·k·C·4`` for a float32 diagonal trace of a
 parameter with C columns per neuron and k state variables) and the copy bandwidth is measured
 on this machine as ``dst.copy_(src)`` over buffers far larger than the caches, counting
 2 × buffer bytes moved per copy (read + write). The floor ignores the forward pass, the
@@ -23,6 +23,8 @@ import time
 from typing import Any
 
 import torch
+
+from ..engine.carry import tensors
 
 __all__ = ["FORMULA", "measure_bandwidth", "trace_bytes", "floor_ms"]
 
@@ -79,17 +81,14 @@ def measure_bandwidth(
 def trace_bytes(runner: object) -> int | None:
     """Bytes of the eligibility traces a bound runner holds after ``reset``; None if it has none.
 
-    Reads ``runner.traces`` (a list with one entry per layer: None, or an object whose
-    ``tensors()`` yields the trace tensors), the layout of :class:`ostl.rules.ostl.OSTLRunner`.
+    Reads ``runner.traces``: one entry per layer, None or the layer's trace carry, whose
+    ``eps`` tensors (the traces proper, not the small per-step factors) are counted.
     """
     traces = getattr(runner, "traces", None)
-    if not traces:
+    if not traces or all(tr is None for tr in traces):
         return None
-    total = 0
-    for tr in traces:
-        if tr is not None:
-            total += sum(t.numel() * t.element_size() for t in tr.tensors())
-    return total
+    eps = [tr.eps for tr in traces if tr is not None]
+    return sum(t.numel() * t.element_size() for t in tensors(eps))
 
 
 def floor_ms(trace_nbytes: int, gbps: float) -> float:

@@ -14,8 +14,8 @@ reset before them. The first ``warmup`` sequences are discarded; the result is t
   per-neuron Jacobian blocks, closed form or derived (the Jacobian path alone).
 
 ``"ostl-torch"`` is OSTL with the fused trace kernel (:mod:`ostl.kernels`) turned off.
-For rules that keep eligibility traces (``runner.traces``, as :class:`ostl.rules.ostl.OSTLRunner`
-does) the bytes of those traces are recorded for the bandwidth floor (:mod:`.bandwidth`).
+For rules that keep eligibility traces (``runner.traces``, the trace rules) the bytes of those
+traces are recorded for the bandwidth floor (:mod:`.bandwidth`).
 For the low-precision variants (``trace_dtype``, :data:`~.workload.VARIANTS`) the gradient of
 one sequence (:func:`ostl.gradients`, weights fixed) is compared with the full-precision
 OSTL's: the worst cosine and relative error over the parameters are recorded.
@@ -34,9 +34,9 @@ import torch
 
 from .. import kernels
 from ..api import gradients
+from ..engine import neuron_jacobians
 from ..layer import Layer
 from ..rules import OSTL
-from ..traces import neuron_jacobians
 from .bandwidth import trace_bytes
 from .baselines import bptt_sequence, make_baseline
 from .workload import (

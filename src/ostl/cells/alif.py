@@ -90,7 +90,6 @@ class ALIF(Cell):
         sg = self.surrogate.derivative(x)  # ∂z_t/∂x_t; z_t depends on v_t (+1) and a_t (-β)
         J = pack_jacobians(
             self,
-            v,
             state=[
                 [alpha, 0.0, -keep * th],
                 [0.0, rho, 1.0],

@@ -35,56 +35,99 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 
-__all__ = ["Cell", "NeuronJacobians", "pack_jacobians"]
+__all__ = ["Cell", "Entry", "NeuronJacobians", "DenseJacobians", "pack_jacobians", "dense"]
+
+
+#: One Jacobian entry: a (B, N) tensor (per sample and neuron), a (B, G, N) tensor for the
+#: derivatives with respect to the G gate currents, or a plain number shared by every entry
+#: (0 and 1 are common and let the trace engine skip a multiplication).
+Entry = Tensor | float
 
 
 class NeuronJacobians(NamedTuple):
-    """Per-neuron derivative blocks of one step, each with leading dims (B, N)."""
+    """Per-neuron derivatives of one step, entry by entry.
 
-    state: Tensor  # (B, N, k, k)  ∂s_t/∂s_{t-1} (direct: leak, reset via y_{t-1})
-    a_in: Tensor  # (B, N, k, G)  ∂s_t/∂a_in
-    a_rec: Tensor | None  # (B, N, k, G)  ∂s_t/∂a_rec (None without H)
-    params: Tensor | None  # (B, N, k, P)  ∂s_t/∂φ for the trainable per-neuron φ (None if none)
+    Entries are kept apart rather than assembled into (B, N, k, k) blocks: the diagonal trace
+    consumes them one by one (neuron-wise products of (B, N) tensors), so a closed form hands
+    over the tensors it computed anyway, and numbers stay numbers. :func:`dense` assembles the
+    blocks where a dense layout is wanted (the exact trace, comparisons).
+    """
+
+    state: tuple[tuple[Entry, ...], ...]  # [κ][λ] ∂s_t[κ]/∂s_{t-1}[λ] (direct: leak, reset)
+    a_in: tuple[Entry, ...]  # [κ] ∂s_t[κ]/∂a_in, (B, G, N) or a number
+    a_rec: tuple[Entry, ...] | None  # [κ] ∂s_t[κ]/∂a_rec (None without H)
+    params: tuple[tuple[Entry, ...], ...] | None  # [κ][φ] ∂s_t[κ]/∂φ, trainable φ (None: none)
     # For cells with an output map y_t = h(m_t, φ) (Cell.has_output_map), else None:
-    out: Tensor | None = None  # (B, N, k)  ∂h/∂s_t (zero in the output's own column)
-    out_params: Tensor | None = None  # (B, N, P)  ∂h/∂φ, the direct path of φ into y_t
+    out: tuple[Entry, ...] | None = None  # [κ] ∂h/∂s_t[κ] (zero in the output's own entry)
+    out_params: tuple[Entry, ...] | None = None  # [φ] ∂h/∂φ, the direct path of φ into y_t
 
 
 def pack_jacobians(
     cell: Cell,
-    ref: Tensor,
-    state: Sequence[Sequence[Tensor | float]],
-    current: Sequence[Tensor | float],
+    state: Sequence[Sequence[Entry]],
+    current: Sequence[Entry],
     recurrent: bool,
-    params: dict[str, Sequence[Tensor | float]],
-    out: Sequence[Tensor | float] | None = None,
-    out_params: dict[str, Tensor | float] | None = None,
+    params: dict[str, Sequence[Entry]],
+    out: Sequence[Entry] | None = None,
+    out_params: dict[str, Entry] | None = None,
 ) -> NeuronJacobians:
-    """Assemble a closed form's scalar derivatives into :class:`NeuronJacobians` blocks.
+    """A closed form's derivatives as :class:`NeuronJacobians` (single-gate cells).
 
-    For single-gate cells: ``state[κ][λ] = ∂s_t[κ]/∂s_{t-1}[λ]``, ``current[κ] = ∂s_t[κ]/∂a``
-    (a = a_in + a_rec), ``params[φ][κ] = ∂s_t[κ]/∂φ`` for every φ (only the trainable ones are
-    kept), ``out[κ] = ∂h/∂s_t[κ]`` and ``out_params[φ] = ∂h/∂φ``. Entries may be numbers or
-    tensors broadcastable to ``ref`` (B, N).
+    ``state[κ][λ] = ∂s_t[κ]/∂s_{t-1}[λ]``, ``current[κ] = ∂s_t[κ]/∂a`` (a = a_in + a_rec, so
+    both currents share it), ``params[φ][κ] = ∂s_t[κ]/∂φ`` for every φ (only the trainable
+    ones are kept), ``out[κ] = ∂h/∂s_t[κ]`` and ``out_params[φ] = ∂h/∂φ``. Entries are (B, N)
+    tensors or numbers. Nothing is copied: the entries are the caller's tensors.
     """
-
-    def block(entries: Sequence[Sequence[Tensor | float]]) -> Tensor:
-        """(B, N, rows, cols) from rows of entries; written in place (no stack, no expand)."""
-        out = ref.new_empty(*ref.shape, len(entries), len(entries[0]))
-        for i, row in enumerate(entries):
-            for j, v in enumerate(row):
-                out[..., i, j] = v
-        return out
-
-    J_s = block(state)  # (B, N, k, k)
-    J_a = block([[v] for v in current])  # (B, N, k, 1)
+    cur = tuple(c.unsqueeze(-2) if isinstance(c, Tensor) else c for c in current)  # (B, 1, N)
     names = cell.trainable_names
-    J_phi = block([[params[n][i] for n in names] for i in range(len(state))]) if names else None
-    D = block([out])[..., 0, :] if out is not None else None
-    D_phi = None
-    if out_params is not None and names:
-        D_phi = block([[out_params[n] for n in names]])[..., 0, :]
-    return NeuronJacobians(J_s, J_a, J_a if recurrent else None, J_phi, D, D_phi)
+    phi = tuple(tuple(params[n][i] for n in names) for i in range(len(state))) if names else None
+    D_phi = tuple(out_params[n] for n in names) if out_params is not None and names else None
+    return NeuronJacobians(
+        tuple(tuple(row) for row in state),
+        cur,
+        cur if recurrent else None,
+        phi,
+        tuple(out) if out is not None else None,
+        D_phi,
+    )
+
+
+class DenseJacobians(NamedTuple):
+    """:class:`NeuronJacobians` as dense per-neuron blocks (see :func:`dense`)."""
+
+    state: Tensor  # (B, N, k, k)
+    a_in: Tensor  # (B, N, k, G)
+    a_rec: Tensor | None  # (B, N, k, G)
+    params: Tensor | None  # (B, N, k, P)
+    out: Tensor | None = None  # (B, N, k)
+    out_params: Tensor | None = None  # (B, N, P)
+
+
+def dense(J: NeuronJacobians, ref: Tensor, n_gates: int) -> DenseJacobians:
+    """The blocks of ``J`` as dense tensors, for a batch-major reference ``ref`` (B, N):
+
+    ``state`` (B, N, k, k), ``a_in`` and ``a_rec`` (B, N, k, G), ``params`` (B, N, k, P),
+    ``out`` (B, N, k), ``out_params`` (B, N, P); None where ``J`` has None.
+    """
+    B, N = ref.shape
+
+    def full(e: Entry, shape: tuple[int, ...]) -> Tensor:
+        return e.expand(shape) if isinstance(e, Tensor) else ref.new_full(shape, float(e))
+
+    def grid(rows: Sequence[Sequence[Entry]]) -> Tensor:
+        return torch.stack([torch.stack([full(e, (B, N)) for e in r], -1) for r in rows], -2)
+
+    def gates(col: Sequence[Entry]) -> Tensor:  # [κ] (B, G, N) -> (B, N, k, G)
+        return torch.stack([full(e, (B, n_gates, N)).transpose(1, 2) for e in col], -2)
+
+    return DenseJacobians(
+        grid(J.state),
+        gates(J.a_in),
+        None if J.a_rec is None else gates(J.a_rec),
+        None if J.params is None else grid(J.params),
+        None if J.out is None else torch.stack([full(e, (B, N)) for e in J.out], -1),
+        None if J.out_params is None else torch.stack([full(e, (B, N)) for e in J.out_params], -1),
+    )
 
 
 class Cell(nn.Module):
@@ -104,6 +147,11 @@ class Cell(nn.Module):
     #: True when the output is a map of the other *new* state variables, y_t = h(m_t, φ), given
     #: by :meth:`output_map`; the diagonal trace then stores no trace for y (one fewer).
     has_output_map: ClassVar[bool] = False
+    #: False when no state variable reads the previous output y_{t-1} directly (only through
+    #: the recurrent current H y_{t-1}): LSTM, RNN. The output's own trace then never feeds
+    #: back, so the diagonal trace does not store it (it is formed from the others when the
+    #: gradient is contracted). The test suite checks the declaration against the Jacobians.
+    reads_previous_output: ClassVar[bool] = True
     #: True when the cell computes its Jacobian blocks itself (:meth:`jacobians`), a fast path
     #: that must equal the ``torch.func``-derived blocks (tested for every such cell).
     has_closed_form: ClassVar[bool] = False

@@ -11,6 +11,7 @@ The reset gate acts on the recurrent current *only*, so the cell receives input 
 currents separately and its per-neuron Jacobian ``∂h_t/∂a_rec_n = (1 - z) (1 - n²) r`` carries
 ``r``; no approximation is made. Unlike ``torch.nn.GRU`` there is no separate recurrent bias
 ``b_hn`` inside ``r ⊙ (·)``: one bias per gate, on the input side (Cho et al.'s form).
+The per-neuron Jacobians have a closed form (:meth:`GRU.jacobians`), tested against the derivation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Cell
+from .base import Cell, NeuronJacobians
 
 
 class GRUState(NamedTuple):
@@ -34,6 +35,7 @@ class GRU(Cell):
     output = "h"
     n_gates = 3
     default_bias = True
+    has_closed_form = True
 
     def __init__(self, n: int) -> None:
         super().__init__(n)
@@ -49,3 +51,26 @@ class GRU(Cell):
             z = torch.sigmoid(a_in[..., 1, :] + a_rec[..., 1, :])
             n = torch.tanh(a_in[..., 2, :] + r * a_rec[..., 2, :])
         return GRUState((1 - z) * n + z * state.h)
+
+    def jacobians(
+        self, a_in: Tensor, a_rec: Tensor | None, state: GRUState, p: dict[str, Tensor]
+    ) -> tuple[GRUState, NeuronJacobians]:
+        h0 = state.h
+        if a_rec is None:
+            z = torch.sigmoid(a_in[..., 1, :])
+            n = torch.tanh(a_in[..., 2, :])
+        else:
+            r = torch.sigmoid(a_in[..., 0, :] + a_rec[..., 0, :])
+            z = torch.sigmoid(a_in[..., 1, :] + a_rec[..., 1, :])
+            n = torch.tanh(a_in[..., 2, :] + r * a_rec[..., 2, :])
+        zc = 1 - z
+        h = zc * n + z * h0
+        dn = zc * (1 - n * n)  # ∂h/∂(candidate's pre-activation)
+        dz = z * zc * (h0 - n)  # ∂h/∂a_z
+        if a_rec is None:  # r gates nothing
+            d_in = torch.stack([torch.zeros_like(h), dz, dn], -2)
+            return GRUState(h), NeuronJacobians(((z,),), (d_in,), None, None)
+        dr = dn * a_rec[..., 2, :] * r * (1 - r)  # ∂h/∂a_r, through r ⊙ a_rec_n
+        d_in = torch.stack([dr, dz, dn], -2)
+        d_rec = torch.stack([dr, dz, dn * r], -2)
+        return GRUState(h), NeuronJacobians(((z,),), (d_in,), (d_rec,), None)

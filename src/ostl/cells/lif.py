@@ -103,7 +103,6 @@ class LIF(Cell):
         sg = self.surrogate.derivative(v - th)  # ∂z_t/∂v_t
         J = pack_jacobians(
             self,
-            v,
             state=[[dv_dv, dv_dz], [sg * dv_dv, sg * dv_dz]],
             current=[1.0, sg],
             recurrent=a_rec is not None,

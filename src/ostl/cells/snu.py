@@ -83,7 +83,6 @@ class SNU(Cell):
         ds_ds, ds_dy, ds_dd = r * d * (1 - y0), -r * d * s0, r * s0 * (1 - y0)
         J = pack_jacobians(
             self,
-            s,
             state=[[ds_ds, ds_dy], [hp * ds_ds, hp * ds_dy]],
             current=[r, hp * r],
             recurrent=a_rec is not None,

@@ -33,7 +33,7 @@ import torch
 from ..errors import UnsupportedError
 from ..layer import Network
 from ..rules.base import Rule
-from ..rules.ostl import TraceRule
+from ..rules.trace import TraceRule
 from .pcm import PCMConfig, crossbars, drift_network, map_network
 from .update import SCHEMES, ProgrammingScheme, attach_scheme
 

@@ -1,134 +1,64 @@
-"""A fused CPU kernel for the diagonal trace: update and contraction in one pass.
+"""One step of an eligibility trace and its contraction with a learning signal, fused.
 
-A diagonal trace step is ``ε ← a ⊙ ε + c ⊗ x`` followed, at steps with a learning signal, by
-``g = Σ_b w_b ε_b``. PyTorch runs that as three passes over the trace (scale, add, batched
-matrix product); the trace is the largest thing OSTL touches per step, so those passes are
-most of its time. :func:`trace_update` does it in one pass (``trace_update.c`` beside this
-file, parallel over neurons with OpenMP, as many threads as ``torch.get_num_threads()``).
+With M stored trace variables, N neurons, B samples, G gates and m presynaptic inputs
+(C = G·m columns), one step updates the trace ``e`` (M, N, B, C) in place and contracts it::
 
-The C source is compiled on first use with the system's C compiler (``$CC``, else ``cc``;
-``-O3 -march=native -fopenmp``) into a cache folder, ``$OSTL_KERNEL_CACHE`` or
-``~/.cache/ostl/kernels`` (``$XDG_CACHE_HOME`` is honoured), under a name that hashes the
-source, the flags, the compiler and the CPU, and is reused by later processes. Without a
-compiler, or if compiling fails, one warning says so and every trace uses the PyTorch path,
-which computes the same values (the tests compare the two). ``OSTL_KERNELS=0`` in the
-environment, or ``ostl.kernels.ENABLED = False``, turns the kernel off.
+    e_new[i,n,b,k·m+j] = Σ_l A[i,l,b,n] e_old[l,n,b,k·m+j] + coef[i,b,k,n] pre[b,j]
+    g[n,c] = Σ_i Σ_b ( w[i,b,n] e_new[i,n,b,c] + w_old[i,b,n] e_old[i,n,b,c] )
 
-Only contiguous float32 / float64 tensors on the CPU take the kernel (:func:`supports`); CUDA,
-half-precision traces and every other layout use PyTorch. The kernel multiplies and adds in
-the trace's dtype and may contract them into fused multiply-adds, so its results differ from
-PyTorch's in the last bits (float64: relative 1e-15).
+with ``A`` (M, M, B, N) the recursion, ``coef`` (M, B, G, N) the immediate coefficients (None:
+all ones), ``pre`` (B, m) the presynaptic input, and ``w`` / ``w_old`` (M, B, N) the weights of
+the contraction on the new / old trace (None: that term is absent). :func:`trace_step` is the
+entry point; it is also registered as two ``torch.library`` custom ops, ``ostl::trace_update``
+and ``ostl::trace_update_contract``, so ``torch.compile(..., fullgraph=True)`` traces through
+it (eager calls skip the dispatcher, whose overhead is ~20 µs).
+
+The factors are small (B·N), the trace is big (M·N·B·C). Two implementations:
+
+- A C kernel (``trace_step.c``; CPU) that reads and writes every trace element once, parallel
+  over neurons with OpenMP (``torch.get_num_threads()`` threads, which take the caller's
+  denormal mode). It takes contiguous CPU tensors of one dtype, float32 or float64, with
+  M ≤ :data:`MAX_M` (:func:`supports`). It multiplies and adds in that dtype without fused
+  multiply-adds; its sums run in another order than PyTorch's, so results differ in the last
+  bits. It is compiled on first use with the system's C compiler (see :mod:`._build`:
+  ``$CC``, ``$OSTL_KERNEL_CACHE``); without a compiler one warning says so.
+- PyTorch (every other case: CUDA, other layouts, M > MAX_M, kernel off or unbuildable, a
+  low-precision trace). A bfloat16/float16 trace with float32 factors is computed in the
+  factors' dtype and stored rounded; ``g`` is computed from the unrounded new values.
+
+``OSTL_KERNELS=0`` in the environment, or ``ostl.kernels.ENABLED = False`` (:func:`disabled`
+scopes it), sends every call to the PyTorch path. Neither path is differentiable: traces are
+state, not part of an autograd graph.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
 import sys
-import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["ENABLED", "available", "disabled", "supports", "trace_update", "library_path"]
+from ._build import FUNCTIONS, library_path
+from ._build import load as _load
 
-#: False: traces built from now on (at the next ``reset``) use the PyTorch path (also set by
-#: ``OSTL_KERNELS=0``; :func:`disabled` scopes it).
+__all__ = ["ENABLED", "MAX_M", "available", "disabled", "library_path", "supports", "trace_step"]
+
+#: False: every trace step uses the PyTorch path (also set by ``OSTL_KERNELS=0``;
+#: :func:`disabled` scopes it).
 ENABLED: bool = os.environ.get("OSTL_KERNELS", "1") != "0"
 
-SOURCE = Path(__file__).with_name("trace_update.c")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c11", "-shared", "-fPIC")
-_DTYPES = {torch.float32: "ostl_trace_update_f32", torch.float64: "ostl_trace_update_f64"}
+#: The largest number of stored trace variables the C kernel takes (``OSTL_MAX_M`` in C).
+MAX_M = 4
 
-
-def _cache_dir() -> Path:
-    if os.environ.get("OSTL_KERNEL_CACHE"):
-        return Path(os.environ["OSTL_KERNEL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ostl" / "kernels"
-
-
-def _cpu_id() -> str:
-    """The CPU's model and feature flags (``-march=native`` code is only valid on such a CPU)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() + platform.machine()
-    keep = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features"))]
-    return "\n".join(sorted(set(keep)))
-
-
-def library_path(compiler: str) -> Path:
-    """Where the compiled kernel for this source, compiler, flags and CPU is cached."""
-    version = subprocess.run(
-        [compiler, "--version"], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_id()]).encode()
-    ).hexdigest()[:16]
-    return _cache_dir() / f"trace_update-{key}.so"
-
-
-def _compile() -> ctypes.CDLL:
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        raise OSError(f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r})")
-    path = library_path(compiler)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # compiled next to its final name and renamed: concurrent processes never load half a file
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-        os.close(fd)
-        try:
-            subprocess.run(
-                [compiler, *FLAGS, "-o", tmp, str(SOURCE)],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=300,
-            )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(path))
-    for name in _DTYPES.values():
-        fn = getattr(lib, name)
-        fn.restype = None
-        fn.argtypes = [ctypes.c_int] + [ctypes.c_long] * 4 + [ctypes.c_void_p] * 6
-    return lib
-
-
-@functools.cache
-def _load() -> ctypes.CDLL | None:
-    """The compiled kernel, built on the first call of the process; None (and one warning) if
-    it cannot be built."""
-    try:
-        return _compile()
-    except (OSError, subprocess.SubprocessError, AttributeError) as err:
-        detail = getattr(err, "stderr", None) or str(err)
-        warnings.warn(
-            f"ostl: the fused trace kernel could not be built ({detail.strip()[:500]}); "
-            "diagonal traces use the PyTorch path (same values, slower). Set "
-            "OSTL_KERNELS=0 to skip the attempt.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
+_PLAIN = (Tensor, torch.nn.Parameter)
 
 
 @contextmanager
 def disabled() -> Iterator[None]:
-    """Traces built inside the block use the PyTorch path; the previous setting is restored."""
+    """Inside the block every trace step uses the PyTorch path; the setting is then restored."""
     global ENABLED
     old, ENABLED = ENABLED, False
     try:
@@ -138,78 +68,209 @@ def disabled() -> Iterator[None]:
 
 
 def available() -> bool:
-    """Whether the kernel is enabled and built (builds it on the first call)."""
+    """Whether the C kernel is enabled and built (builds it on the first call)."""
     return ENABLED and sys.platform != "win32" and _load() is not None
 
 
 def supports(*tensors: Tensor) -> bool:
-    """Whether :func:`trace_update` can take these tensors: the kernel is available and they are
-    contiguous CPU tensors of one dtype, float32 or float64."""
+    """Whether the C kernel takes these tensors.
+
+    True when the kernel is available and the tensors are plain contiguous CPU tensors of one
+    dtype, float32 or float64. The first tensor is the trace: if it has 4 dimensions, its M
+    (``shape[0]``) must be at most :data:`MAX_M`.
+    """
+    if not tensors:
+        return False
     t0 = tensors[0]
-    return (
-        t0.dtype in _DTYPES
-        and all(
-            t.device.type == "cpu" and t.dtype == t0.dtype and t.is_contiguous() for t in tensors
-        )
-        and available()
+    dtype = t0.dtype
+    if dtype not in FUNCTIONS or (t0.ndim == 4 and t0.shape[0] > MAX_M):
+        return False
+    for t in tensors:
+        if type(t) not in _PLAIN or not t.is_cpu or t.dtype != dtype or not t.is_contiguous():
+            return False
+    return available()
+
+
+def _shape_error(*tensors: Tensor | None) -> ValueError:
+    names = ("e", "A", "coef", "pre", "w", "w_old")
+    got = ", ".join(
+        f"{n} {'None' if t is None else tuple(t.shape)}" for n, t in zip(names, tensors)
+    )
+    return ValueError(
+        "trace_step expects e (M, N, B, G·m), A (M, M, B, N), coef (M, B, G, N) or None, "
+        f"pre (B, m), w and w_old (M, B, N) or None; got {got}"
     )
 
 
-def trace_update(
-    e: Tensor, a: Tensor, coef: Tensor, pre: Tensor, w: Tensor | None, g: Tensor | None
+def _check(
+    e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor, w: Tensor | None, w_old: Tensor | None
 ) -> None:
-    """In place: ``e[n, b, k·m + j] = a[n, b]·e[n, b, k·m + j] + coef[n, b, k]·pre[b, j]``, then,
-    if ``w`` and ``g`` are given, ``g[n, c] = Σ_b w[n, b]·e[n, b, c]``.
-
-    Shapes: e (N, B, G·m), a (N, B), coef (N, B, G), pre (B, m), w (N, B), g (N, G·m); all
-    contiguous, on the CPU, of one dtype (check with :func:`supports`). Shapes are checked here;
-    a mismatch raises ValueError rather than reading out of bounds.
-    """
-    N, B, C = e.shape
-    G = coef.shape[-1]
-    m = pre.shape[-1]
-    if (
-        a.shape != (N, B)
-        or coef.shape != (N, B, G)
-        or pre.shape != (B, m)
-        or G * m != C
-        or (w is None) != (g is None)
-        or (w is not None and w.shape != (N, B))
-        or (g is not None and g.shape != (N, C))
+    """Shapes, dtypes and devices, from Python attributes only (no tensor op, no GPU sync)."""
+    se, sA, sp = e.shape, A.shape, pre.shape
+    sc = None if coef is None else coef.shape
+    if len(se) != 4 or len(sA) != 4 or len(sp) != 2 or (sc is not None and len(sc) != 4):
+        raise _shape_error(e, A, coef, pre, w, w_old)
+    M, N, B, C = se
+    m = sp[1]
+    G = sc[2] if sc is not None else (C // m if m else 0)
+    if not (
+        sA == (M, M, B, N)
+        and sp[0] == B
+        and G * m == C
+        and (sc is None or sc == (M, B, G, N))
+        and (w is None or w.shape == (M, B, N))
+        and (w_old is None or w_old.shape == (M, B, N))
     ):
-        shapes = [None if t is None else tuple(t.shape) for t in (e, a, coef, pre, w, g)]
+        raise _shape_error(e, A, coef, pre, w, w_old)
+    dtype, device = A.dtype, e.device
+    if not (e.dtype.is_floating_point and dtype.is_floating_point) or any(
+        t is not None and (t.dtype != dtype or t.device != device) for t in (A, coef, pre, w, w_old)
+    ):
+        factors = [t for t in (A, coef, pre, w, w_old) if t is not None]
         raise ValueError(
-            "trace_update expects e (N, B, G·m), a (N, B), coef (N, B, G), pre (B, m), "
-            f"w (N, B) and g (N, G·m), w and g both or neither; got {shapes}"
+            "trace_step expects a floating-point trace e and factors A, coef, pre, w, w_old "
+            "of one floating dtype, all on e's device; got e "
+            f"{e.dtype} on {e.device}, factors "
+            + ", ".join(f"{t.dtype} on {t.device}" for t in factors)
         )
-    if not supports(e, a, coef, pre, *(t for t in (w, g) if t is not None)):
-        raise ValueError(
-            "trace_update takes contiguous CPU tensors of one dtype (float32 or float64) and "
-            "needs the kernel built (ostl.kernels.available())"
-        )
-    run(e, a, coef, pre, w, g)
 
 
-def run(
-    e: Tensor, a: Tensor, coef: Tensor, pre: Tensor, w: Tensor | None, g: Tensor | None
-) -> None:
-    """:func:`trace_update` without its checks, for callers that made them once
-    (:class:`ostl.traces.DiagonalTrace` checks :func:`supports` when it is built)."""
-    N, B, _ = e.shape
-    G, m = coef.shape[-1], pre.shape[-1]
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _kernel(
+    e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor, w: Tensor | None, w_old: Tensor | None,
+    contract: bool,
+) -> Tensor | None:  # fmt: skip
+    """The C path (checked inputs that :func:`supports` takes, e non-empty)."""
+    M, N, B, C = e.shape
+    m = pre.shape[1]
+    g = None
+    if contract:  # written by the kernel unless neither weight is given
+        alloc = torch.empty if w is not None or w_old is not None else torch.zeros
+        g = alloc(N, C, dtype=e.dtype)
     lib = _load()
     assert lib is not None
-    fn = getattr(lib, _DTYPES[e.dtype])
-    fn(
-        torch.get_num_threads(),
-        N,
-        B,
-        G,
-        m,
-        e.data_ptr(),
-        a.data_ptr(),
-        coef.data_ptr(),
-        pre.data_ptr(),
-        None if w is None else w.data_ptr(),
-        None if g is None else g.data_ptr(),
-    )
+    fn = getattr(lib, FUNCTIONS[e.dtype])
+    rc = fn(
+        torch.get_num_threads(), M, N, B, C // m, m,
+        e.data_ptr(), A.data_ptr(), _ptr(coef), pre.data_ptr(), _ptr(w), _ptr(w_old), _ptr(g),
+    )  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"ostl trace kernel failed ({rc}) for M={M}")
+    return g
+
+
+def _contract(g: Tensor | None, w: Tensor, t: Tensor) -> Tensor:
+    """``g + Σ_i Σ_b w[i, b, n] t[i, n, b, :]``, as (N, 1, C): one batched product per i."""
+    wt = w.transpose(1, 2).contiguous().unsqueeze(2)  # (M, N, 1, B); bmm is slow on strided
+    for i in range(t.shape[0]):
+        g = torch.bmm(wt[i], t[i]) if g is None else torch.baddbmm(g, wt[i], t[i])
+    assert g is not None
+    return g
+
+
+def _reference(
+    e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor, w: Tensor | None, w_old: Tensor | None,
+    contract: bool,
+) -> Tensor | None:  # fmt: skip
+    """The PyTorch path: computed in A's dtype, the new trace stored rounded to e's dtype."""
+    M, N, B, C = e.shape
+    m = pre.shape[1]
+    G = coef.shape[2] if coef is not None else (C // m if m else 0)
+    old = e if e.dtype == A.dtype else e.to(A.dtype)
+    g = _contract(None, w_old, old) if w_old is not None else None  # before old changes
+    if M == 1:  # in place: into e itself, or into the private copy of a low-precision e
+        new = old.mul_(A[0].transpose(1, 2).unsqueeze(-1))  # A as (1, N, B, 1)
+    else:
+        new = torch.einsum("ilbn,lnbc->inbc", A, old)
+    pre5 = pre.unsqueeze(1)  # (B, 1, m) against (M, N, B, G, m)
+    if coef is None:
+        new.unflatten(-1, (G, m)).add_(pre5)
+    else:
+        new.unflatten(-1, (G, m)).addcmul_(coef.permute(0, 3, 1, 2).unsqueeze(-1), pre5)
+    if new is not e:
+        e.copy_(new)
+    if w is not None:
+        g = _contract(g, w, new)
+    if not contract:
+        return None
+    return A.new_zeros(N, C) if g is None else g.squeeze(1)
+
+
+def _step(
+    e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor, w: Tensor | None, w_old: Tensor | None,
+    contract: bool,
+) -> Tensor | None:  # fmt: skip
+    tensors = [t for t in (e, A, coef, pre, w, w_old) if t is not None]
+    if e.numel() and supports(*tensors):
+        return _kernel(e, A, coef, pre, w, w_old, contract)
+    return _reference(e, A, coef, pre, w, w_old, contract)
+
+
+@torch.library.custom_op("ostl::trace_update", mutates_args=("e",))
+def _trace_update(e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor) -> None:
+    """``e ← A e + coef ⊗ pre`` in place (the module docstring)."""
+    _check(e, A, coef, pre, None, None)
+    _step(e, A, coef, pre, None, None, contract=False)
+
+
+@_trace_update.register_fake
+def _trace_update_fake(e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor) -> None:
+    _check(e, A, coef, pre, None, None)
+
+
+@torch.library.custom_op("ostl::trace_update_contract", mutates_args=("e",))
+def _trace_update_contract(
+    e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor, w: Tensor | None, w_old: Tensor | None
+) -> Tensor:
+    """``e ← A e + coef ⊗ pre`` in place, and g (N, C) (the module docstring)."""
+    _check(e, A, coef, pre, w, w_old)
+    g = _step(e, A, coef, pre, w, w_old, contract=True)
+    assert g is not None
+    return g
+
+
+@_trace_update_contract.register_fake
+def _trace_update_contract_fake(
+    e: Tensor, A: Tensor, coef: Tensor | None, pre: Tensor, w: Tensor | None, w_old: Tensor | None
+) -> Tensor:
+    _check(e, A, coef, pre, w, w_old)
+    return A.new_empty(e.shape[1], e.shape[3])
+
+
+def trace_step(
+    e: Tensor,
+    A: Tensor,
+    coef: Tensor | None,
+    pre: Tensor,
+    w: Tensor | None = None,
+    w_old: Tensor | None = None,
+) -> Tensor | None:
+    """One trace step: update ``e`` in place and, given ``w`` or ``w_old``, contract it.
+
+    Args:
+        e: (M, N, B, C) the trace, C = G·m; updated in place. May be of a lower precision than
+            the factors (computed in theirs, stored rounded).
+        A: (M, M, B, N) recursion coefficients.
+        coef: (M, B, G, N) immediate coefficients, or None for all ones.
+        pre: (B, m) presynaptic input.
+        w: (M, B, N) contraction weights on the new trace, or None.
+        w_old: (M, B, N) contraction weights on the old trace (before this step), or None.
+
+    Returns:
+        g (N, C) in A's dtype if ``w`` or ``w_old`` is given, else None.
+
+    Raises:
+        ValueError: shapes that do not fit each other, factors of different dtypes, or tensors
+            on different devices (checked without any tensor operation).
+    """
+    contract = w is not None or w_old is not None
+    if not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0:
+        _check(e, A, coef, pre, w, w_old)  # eager: the op's work without the dispatcher
+        return _step(e, A, coef, pre, w, w_old, contract)
+    if contract:
+        return torch.ops.ostl.trace_update_contract(e, A, coef, pre, w, w_old)
+    torch.ops.ostl.trace_update(e, A, coef, pre)
+    return None

@@ -1,19 +1,22 @@
-"""Learning rules. One file per rule; register new ones in RULES."""
+"""Learning rules. Trace rules are presets on the axes of :mod:`ostl.rules.trace`; BPTT and
+RTRL are independent oracles. Register new ones in :data:`RULES`."""
 
 from __future__ import annotations
 
 from ..errors import OptionError
-from .base import LossFn, Rule, Runner
+from .base import Engine, LossFn, Rule, Runner
 from .bptt import BPTT
 from .dfa import DFA
 from .eprop import EProp
-from .ostl import OSTL, TraceRule
+from .ostl import OSTL
 from .osttp import OSTTP
 from .rtrl import RTRL
 from .snap import SnAp
+from .trace import TraceRule
 
 __all__ = [
     "Rule",
+    "Engine",
     "Runner",
     "LossFn",
     "TraceRule",

@@ -1,97 +1,94 @@
-"""The rule contract.
+"""Rules, and the runner: the thin loop that drives any rule's step over a stream.
 
-A :class:`Rule` is a small configuration object (which trace recursion, which learning signal).
-``rule.bind(net)`` checks that the rule can handle the network and returns a :class:`Runner`:
-the rule applied to that network, holding what persists across sequences (e.g. fixed random
-feedback matrices) and, after ``reset(batch_size)``, what one batch of sequences needs (network
-state, traces). A runner is driven one time step at a time::
+A rule is a small frozen configuration. ``rule.engine(net)`` checks that the rule can handle the
+network and returns its *engine*: the rule bound to that network, with the pure step contract
+(compare optax's ``init`` / ``update``)::
+
+    engine = rule.engine(net)
+    carry = engine.init(batch_size)
+    y_t, grads_t, carry = engine.step(params, carry, x_t, target_t, loss_fn)   # grads_t or None
+    grads, carry = engine.finish(params, carry)          # what is pending (BPTT's backward)
+
+Every trace rule (OSTL, OSTTP, e-prop, SnAp-1, DFA and any other point on the axes) is one
+:class:`TraceRule` served by :class:`~ostl.engine.TraceEngine`; BPTT and RTRL are independent
+oracles behind the same contract.
+
+``rule.bind(net)`` wraps the engine in a :class:`Runner`, which keeps the carry and the
+gradient accumulated since the last :meth:`Runner.zero_grads`, validates each step's input,
+and saves and restores everything generically (:mod:`ostl.engine.carry`)::
 
     runner = rule.bind(net)
     runner.reset(batch_size)
     for x_t, target_t in stream:
-        y_t = runner.step(x_t, target_t, loss_fn)   # forward + traces + learning signal
-    runner.flush()                                  # finish what is pending (BPTT's backward)
+        y_t = runner.step(x_t, target_t, loss_fn)
+    runner.flush()
     runner.grads                                    # dict: parameter name -> accumulated dE/dθ
 
 Runners accumulate into ``runner.grads``, never into ``.grad``: :func:`ostl.gradients` returns
 them, and :class:`ostl.Learner` writes them into ``.grad`` before an optimizer step. No online
-runner keeps anything per time step: its memory is independent of the sequence length.
+rule keeps anything per time step: its memory is independent of the sequence length.
 
-Checkpoints: ``runner.state_dict()`` holds everything a runner carries between steps (network
-state, traces, accumulated gradients, loss sums, fixed random matrices, BPTT's open window) as
-plain containers of cloned tensors, and ``runner.load_state_dict(sd, loss_fn)`` on a runner of
-the same rule bound to the same network continues exactly where the saved one stopped.
-
-Non-finite values: with ``nonfinite="raise"`` (the default) a NaN or Inf in x_t, the target or
-the learning signal raises :class:`~ostl.errors.NonFiniteError` naming the tensor and the step;
-with ``"skip"`` they are let through, so they poison the gradient, which
-:class:`ostl.Learner` detects before the update and skips.
+Non-finite values: the step records, on the device, the first step at which x_t, the target or
+the output error held NaN or Inf; with ``nonfinite="raise"`` (the default) :meth:`Runner.flush`
+and :class:`ostl.Learner`'s update raise :class:`~ostl.errors.NonFiniteError` naming the tensor
+and that step (the oracles BPTT and RTRL check each input as it comes). With ``"skip"`` the
+values are let through to the gradient, which the Learner detects before the update and skips.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from ..engine import carry as tree
 from ..errors import (
     CheckpointError,
     DeviceError,
+    NonFiniteError,
     OptionError,
     OSTLError,
     ShapeError,
-    TargetError,
     UnsupportedError,
     check_finite,
     check_tensor,
 )
 from ..layer import Layer, Network, Readout
+from ..losses import LossFn, call_loss
 from ..numerics import flush_denormals
 
-__all__ = [
-    "Rule",
-    "Runner",
-    "LossFn",
-    "NONFINITE",
-    "call_loss",
-    "pack_state",
-    "unpack_state",
-]
-
-LossFn = Callable[[Tensor, Any], Tensor]
+__all__ = ["Rule", "Engine", "Runner", "LossFn", "NONFINITE", "call_loss", "check_network"]
 
 #: What to do with NaN/Inf (``Runner.nonfinite``, ``Learner(nonfinite=...)``).
 NONFINITE = ("raise", "skip")
 
-
-def _clone(t: Tensor) -> Tensor:
-    """A self-contained copy for a checkpoint (no view of a larger storage, no graph)."""
-    return t.detach().clone(memory_format=torch.contiguous_format)
+Grads = dict[str, Tensor]
 
 
-def pack_state(state: tuple[Any, ...]) -> list[list[Tensor]]:
-    """A network state (a tuple of NamedTuples) as nested lists of cloned tensors."""
-    return [[_clone(t) for t in s] for s in state]
+class Engine(Protocol):
+    """A rule bound to a network (see the module docstring)."""
 
+    net: Network
+    params: dict[str, nn.Parameter]
+    consts: dict[str, list[Tensor | None]]
+    #: check each input for NaN/Inf as it comes (the oracles), instead of at the update
+    eager_checks: bool
 
-def unpack_state(template: tuple[Any, ...], packed: Any) -> tuple[Any, ...]:
-    """Inverse of :func:`pack_state`, shaped like ``template`` (e.g. ``net.init_state(B)``)."""
-    if not isinstance(packed, list | tuple) or len(packed) != len(template):
-        raise CheckpointError(
-            f"network state: expected {len(template)} layers, got "
-            f"{len(packed) if isinstance(packed, list | tuple) else type(packed).__name__}"
-        )
-    out = []
-    for i, (s, p) in enumerate(zip(template, packed)):
-        if len(p) != len(s) or any(
-            not isinstance(v, Tensor) or v.shape != t.shape for v, t in zip(p, s)
-        ):
-            raise CheckpointError(f"network state of layer {i} does not match the network")
-        out.append(type(s)(*(v.to(dtype=t.dtype, device=t.device).clone() for v, t in zip(p, s))))
-    return tuple(out)
+    def init(self, batch_size: int) -> Any: ...
+
+    def step(
+        self, params: Mapping[str, Tensor] | None, carry: Any, x: Tensor, target: Any,
+        loss_fn: LossFn,
+    ) -> tuple[Tensor, Grads | None, Any]: ...  # fmt: skip
+
+    def finish(
+        self, params: Mapping[str, Tensor] | None, carry: Any
+    ) -> tuple[Grads | None, Any]: ...
+
+    def restore(self, carry: Any, loss_fn: LossFn | None) -> Any: ...
 
 
 class Rule(abc.ABC):
@@ -100,11 +97,19 @@ class Rule(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
+    def engine(self, net: Network) -> Engine:
+        """Check that this rule can handle ``net`` and bind it (see the module docstring)."""
+
     def bind(self, net: Network) -> Runner:
-        """Check that this rule can handle ``net`` and return a runner for it."""
+        """The rule bound to ``net``, driven by a :class:`Runner`."""
+        return Runner(self, self.engine(check_network(net, self)))
+
+    def options(self) -> dict[str, Any]:
+        """The options the rule was built with, as its constructor takes them."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def __repr__(self) -> str:
-        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"
 
 
@@ -118,36 +123,63 @@ def check_network(net: object, rule: Rule) -> Network:
     for i, layer in enumerate(net.layers):
         if not isinstance(layer, Layer | Readout):
             raise UnsupportedError(f"{rule!r} cannot handle layer {i} ({type(layer).__name__})")
+    if not any(p.requires_grad for p in net.parameters()):
+        raise UnsupportedError("the network has no parameter with requires_grad=True")
     return net
 
 
-class Runner(abc.ABC):
-    """A rule bound to a network. See the module docstring for the protocol."""
+class Runner:
+    """A rule bound to a network, stepped one time step at a time (see the module docstring).
 
-    def __init__(self, rule: Rule, net: Network) -> None:
+    Attributes:
+        rule, net, engine: what it runs.
+        params: the trainable parameters by name.
+        grads: dE/dθ accumulated since the last :meth:`zero_grads`, keyed like ``params``.
+        carry: the engine's carry (None before :meth:`reset`).
+        steps: time steps since the last reset.
+        nonfinite: ``"raise"`` or ``"skip"`` (see the module docstring).
+        on_layer_update: if set (OSTTP only), the step runs the update-unlocked schedule and
+            calls ``on_layer_update(i)`` right after layer i's own step and the accumulation
+            of its gradient, before layer i+1 runs.
+    """
+
+    def __init__(self, rule: Rule, engine: Engine) -> None:
         self.rule = rule
-        self.net = check_network(net, rule)
-        self.params: dict[str, nn.Parameter] = {
-            n: p for n, p in net.named_parameters() if p.requires_grad
-        }
-        if not self.params:
-            raise UnsupportedError("the network has no parameter with requires_grad=True")
-        self.grads: dict[str, Tensor] = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.engine = engine
+        self.net = engine.net
+        self.params: dict[str, nn.Parameter] = engine.params
+        self.grads: Grads = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.batch_size: int | None = None
-        self.steps = 0  # time steps since reset
-        self.loss_sum = 0.0  # Σ_t E_t since reset (a float; for reporting)
-        self.n_losses = 0  # steps with a target since reset
-        self.nonfinite = "raise"  # or "skip": see the module docstring
+        self.carry: Any = None
+        self.steps = 0
+        self.nonfinite = "raise"
+        self.on_layer_update: Callable[[int], None] | None = None
+        self._loss_fn: LossFn | None = None
 
-    # -- protocol --------------------------------------------------------------------------
+    # -- what the engine holds, by name ----------------------------------------------------
+    @property
+    def feedback(self) -> list[Tensor | None]:
+        """Fixed random feedback matrices (one per layer; None: the live W or no matrix)."""
+        return self.engine.consts.get("feedback", [None] * len(self.net.layers))
+
+    @property
+    def projections(self) -> list[Tensor | None]:
+        """Fixed random projections B_l (target or error projection rules)."""
+        return self.engine.consts["projections"]
+
+    @property
+    def traces(self) -> tuple[Any, ...]:
+        """Each layer's trace carry (None for memoryless layers), after :meth:`reset`."""
+        return self.carry.traces if self.carry is not None else ()
+
+    # -- the loop --------------------------------------------------------------------------
     def reset(self, batch_size: int) -> None:
         """Start a new batch of sequences: resting network state, zero traces."""
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise OptionError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.carry = self.engine.init(batch_size)
         self.batch_size = batch_size
         self.steps = 0
-        self.loss_sum, self.n_losses = 0.0, 0
-        self._reset(batch_size)
 
     def step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor:
         """One time step; returns the network output y_t (B, n_out), detached."""
@@ -157,17 +189,53 @@ class Runner(abc.ABC):
         check_tensor(
             x_t, "x_t", shape=(self.batch_size, net.n_in), dtype=net.dtype, device=net.device
         )
-        self._finite(x_t, "x_t")
         if target_t is not None:
             _check_target(target_t, self.batch_size, net.device)
-            self._finite(target_t, "target_t")
+        if self.nonfinite == "raise" and self.engine.eager_checks:
+            check_finite(x_t, f"x_t at step {self.steps} of the sequence")
+            if target_t is not None:
+                check_finite(target_t, f"target_t at step {self.steps} of the sequence")
+        self._loss_fn = loss_fn
         with flush_denormals():  # decayed traces must not turn denormal (see ostl.numerics)
-            y = self._step(x_t, target_t, loss_fn)
+            if self.on_layer_update is not None:
+                step_unlocked = getattr(self.engine, "step_unlocked", None)
+                if step_unlocked is None or getattr(self.rule, "signal", None) != "target":
+                    raise UnsupportedError(f"{self.rule!r} cannot run update-unlocked")
+                y, self.carry = step_unlocked(
+                    None, self.carry, x_t, target_t, loss_fn, self._apply_layer
+                )
+            else:
+                y, g, self.carry = self.engine.step(None, self.carry, x_t, target_t, loss_fn)
+                if g is not None:
+                    self._accumulate(g)
         self.steps += 1
         return y
 
-    def flush(self) -> None:  # noqa: B027 - a hook: online rules have nothing pending
-        """Finish what is pending (a no-op for online rules)."""
+    def _apply_layer(self, i: int, g: Grads) -> None:
+        self._accumulate(g)
+        assert self.on_layer_update is not None
+        self.on_layer_update(i)
+
+    def _accumulate(self, g: Grads) -> None:
+        acc = self.grads
+        for n, v in g.items():
+            if n in acc:
+                acc[n].add_(v)
+
+    def flush(self) -> None:
+        """Finish what is pending (BPTT's backward pass; nothing for online rules)."""
+        if self.carry is None:
+            return
+        g, self.carry = self.engine.finish(None, self.carry)
+        if g is not None:
+            self._accumulate(g)
+
+    def check_finite(self) -> None:
+        """Raise :class:`~ostl.errors.NonFiniteError` naming the first non-finite input,
+        target or output error since the reset, if there was one (one host synchronisation)."""
+        cause = self.first_nonfinite()
+        if cause is not None:
+            raise NonFiniteError(f"{cause}: expected finite values, found NaN or Inf")
 
     def zero_grads(self) -> None:
         torch._foreach_zero_(list(self.grads.values()))
@@ -175,10 +243,46 @@ class Runner(abc.ABC):
     def restart_stream(self) -> None:
         """Resting network state and zero traces, keeping the step and loss counters.
 
-        What :class:`ostl.Learner` does after skipping an update whose state was poisoned.
+        What :class:`ostl.Learner` does after an update whose state was poisoned.
         """
         if self.batch_size is not None:
-            self._reset(self.batch_size)
+            stats = self.carry.stats
+            fresh = self.engine.init(self.batch_size)
+            clear = torch.full_like(stats.first_bad, -1)
+            self.carry = fresh._replace(stats=stats._replace(first_bad=clear))
+
+    # -- counters (one host synchronisation each) ------------------------------------------
+    def first_nonfinite(self) -> str | None:
+        """``"<tensor> at step <t> of the sequence"`` for the earliest step since the reset at
+        which an input, a target or an output error held NaN or Inf; None if none did."""
+        if self.carry is None:
+            return None
+        first = self.carry.stats.first_bad.tolist()
+        seen = [(t, i) for i, t in enumerate(first) if t >= 0]
+        if not seen:
+            return None
+        t, i = min(seen)  # the earliest step; at one step, inputs before the signal
+        return f"{tree.NONFINITE_WHAT[i]} at step {t} of the sequence"
+
+    @property
+    def loss_sum(self) -> float:
+        """Σ_t E_t since the reset (or since :meth:`take_losses`)."""
+        return float(self.carry.stats.loss_sum) if self.carry is not None else 0.0
+
+    @property
+    def n_losses(self) -> int:
+        """Steps with a target since the reset (or since :meth:`take_losses`)."""
+        return int(self.carry.stats.n_losses) if self.carry is not None else 0
+
+    def take_losses(self) -> tuple[float, int]:
+        """(loss sum, steps with a target) since the reset or the last call; resets both."""
+        if self.carry is None:
+            return 0.0, 0
+        s = self.carry.stats
+        out = float(s.loss_sum), int(s.n_losses)
+        zero = s._replace(loss_sum=torch.zeros_like(s.loss_sum), n_losses=s.n_losses * 0)
+        self.carry = self.carry._replace(stats=zero)
+        return out
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -187,10 +291,9 @@ class Runner(abc.ABC):
             "rule": self.rule.name,
             "batch_size": self.batch_size,
             "steps": self.steps,
-            "loss_sum": self.loss_sum,
-            "n_losses": self.n_losses,
-            "grads": {n: _clone(g) for n, g in self.grads.items()},
-            "extra": self._state_extra() if self.batch_size is not None else {},
+            "grads": tree.pack(self.grads),
+            "carry": tree.pack(self.carry),
+            "consts": tree.pack(self.engine.consts),
         }
 
     def load_state_dict(self, state: dict[str, Any], loss_fn: LossFn | None = None) -> None:
@@ -203,92 +306,32 @@ class Runner(abc.ABC):
         if not isinstance(state, dict) or state.get("rule") != self.rule.name:
             got = state.get("rule") if isinstance(state, dict) else type(state).__name__
             raise CheckpointError(f"runner state: expected rule {self.rule.name!r}, got {got!r}")
-        grads = state["grads"]
-        if set(grads) != set(self.grads):
-            raise CheckpointError(
-                f"runner state: gradients of {sorted(grads)}, but the network's trainable "
-                f"parameters are {sorted(self.grads)}"
-            )
-        for n, g in grads.items():
-            if g.shape != self.grads[n].shape:
-                raise CheckpointError(
-                    f"runner state: gradient of {n} has shape {tuple(g.shape)}, the parameter "
-                    f"{tuple(self.grads[n].shape)}"
-                )
+        grads = tree.unpack(self.grads, state.get("grads"), "runner gradients")
+        consts = tree.unpack(self.engine.consts, state.get("consts"), "fixed random matrices")
         if state["batch_size"] is not None:
             self.reset(int(state["batch_size"]))
-            self._load_extra(state["extra"], loss_fn)
+            template = self.carry
+            carry = tree.unpack(template, state.get("carry"), "carry")
+            self.carry = self.engine.restore(carry, loss_fn or self._loss_fn)
         else:  # saved before any reset: so is this one now
-            self.batch_size = None
+            self.batch_size, self.carry = None, None
         for n, g in grads.items():
             self.grads[n].copy_(g)
+        self.engine.consts.update(consts)
         self.steps = int(state["steps"])
-        self.loss_sum, self.n_losses = float(state["loss_sum"]), int(state["n_losses"])
 
     def named_state(self) -> Iterator[tuple[str, Tensor]]:
         """(dotted name, tensor) of everything in :meth:`state_dict`: names a bad tensor."""
-        yield from _flatten("", self.state_dict())
+        yield from tree.named_tensors(self.grads, "grads")
+        yield from tree.named_tensors(self.carry, "carry")
+        yield from tree.named_tensors(self.engine.consts, "consts")
 
     def state_tensors(self) -> Iterator[Tensor]:
-        """Every tensor this runner holds (state, traces, gradients): for memory accounting."""
-        yield from self.grads.values()
+        """Every tensor this runner holds (state, traces, gradients, fixed matrices)."""
+        return (t for _, t in self.named_state())
 
     def state_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_tensors())
-
-    # -- for subclasses --------------------------------------------------------------------
-    @abc.abstractmethod
-    def _reset(self, batch_size: int) -> None: ...
-
-    @abc.abstractmethod
-    def _step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor: ...
-
-    def _state_extra(self) -> dict[str, Any]:
-        """The rule's own part of :meth:`state_dict` (state, traces, ...), after a reset.
-
-        Every runner here implements it; a runner written elsewhere that does not cannot be
-        checkpointed (everything else still works).
-        """
-        raise UnsupportedError(
-            f"{type(self).__name__} does not implement _state_extra/_load_extra: it cannot be "
-            "checkpointed (see docs/extending.md)"
-        )
-
-    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
-        """Inverse of :meth:`_state_extra`, called right after ``reset(batch_size)``."""
-        self._state_extra()  # the same error
-
-    def _finite(self, x: Tensor, name: str) -> None:
-        """Raise NonFiniteError naming ``name`` and the step, unless the policy is "skip"."""
-        if self.nonfinite == "raise":
-            check_finite(x, f"{name} at step {self.steps} of the sequence")
-
-    def _accumulate(self, name: str, g: Tensor) -> None:
-        if name in self.grads:
-            self.grads[name] += g
-
-    def _loss_signal(self, y: Tensor, target: Any, loss_fn: LossFn) -> Tensor:
-        """L = ∂E_t/∂y_t for the network output y (B, n_out); records E_t."""
-
-        def loss(y: Tensor) -> Tensor:
-            return call_loss(loss_fn, y, target)
-
-        # plain autograd: a third of torch.func.grad_and_value's per-call overhead here
-        with torch.enable_grad():
-            y = y.detach().requires_grad_(True)
-            e = loss(y)
-            if e.requires_grad:
-                (L,) = torch.autograd.grad(e, y, allow_unused=True, materialize_grads=True)
-            else:  # a loss that does not depend on y (a constant): no signal
-                L = torch.zeros_like(y)
-            e = e.detach()
-        self._record_loss(e)
-        self._finite(L, "learning signal dE_t/dy_t")
-        return L
-
-    def _record_loss(self, e: Tensor) -> None:
-        self.loss_sum += float(e)
-        self.n_losses += 1
 
 
 def _check_target(target: Any, batch_size: int, device: torch.device) -> None:
@@ -301,44 +344,3 @@ def _check_target(target: Any, batch_size: int, device: torch.device) -> None:
         )
     if target.device != device:
         raise DeviceError(f"target_t: expected a tensor on {device}, got {target.device}")
-
-
-def call_loss(loss_fn: LossFn, y: Tensor, target: Any) -> Tensor:
-    """``loss_fn(y, target)``, checked: a loss that fails on the target is the user's error."""
-    try:
-        e = loss_fn(y, target)
-    except OSTLError:
-        raise
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        t = (
-            f"{tuple(target.shape)} {target.dtype}"
-            if isinstance(target, Tensor)
-            else type(target).__name__
-        )
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TargetError(
-            f"loss_fn(y_t, target_t) failed for y_t {tuple(y.shape)} {y.dtype} and target_t "
-            f"{t}: {msg}. Check that the targets are of the kind the loss expects (e.g. class "
-            "indices or one-hot vectors of the network's output size)."
-        ) from err
-    _check_loss(e)
-    return e
-
-
-def _check_loss(e: Any) -> None:
-    if not isinstance(e, Tensor) or e.dim() != 0:
-        shape = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-        raise ShapeError(
-            f"loss_fn must return the scalar loss of one step (mean over the batch), got {shape}"
-        )
-
-
-def _flatten(prefix: str, obj: Any) -> Iterator[tuple[str, Tensor]]:
-    if isinstance(obj, Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _flatten(f"{prefix}.{k}" if prefix else str(k), v)
-    elif isinstance(obj, list | tuple):
-        for i, v in enumerate(obj):
-            yield from _flatten(f"{prefix}.{i}" if prefix else str(i), v)

@@ -17,17 +17,21 @@ propagate backwards: the three problems the online rules avoid.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from ..engine.carry import Stats, advance_stats, init_stats
 from ..errors import OptionError, UnsupportedError
 from ..layer import Network
-from .base import LossFn, Rule, Runner, call_loss, pack_state, unpack_state
+from ..losses import LossFn, call_loss
+from .base import Rule
 
-__all__ = ["BPTT"]
+__all__ = ["BPTT", "BPTTCarry", "BPTTEngine"]
+
+Grads = dict[str, Tensor]
 
 
 class BPTT(Rule):
@@ -45,96 +49,95 @@ class BPTT(Rule):
         self.truncation = truncation
         self.detach_above = detach_above
 
-    def bind(self, net: Network) -> BPTTRunner:
-        return BPTTRunner(self, net)
+    def engine(self, net: Network) -> BPTTEngine:
+        return BPTTEngine(self, net)
 
 
-class BPTTRunner(Runner):
-    rule: BPTT
+class BPTTCarry(NamedTuple):
+    """BPTT's carry: the open window since the last cut, and its autograd graph."""
+
+    state: tuple[Any, ...]  # the network state, on the graph since the last cut
+    loss: Tensor | None  # Σ E_t since the last cut, on the graph (None: no target yet)
+    start: tuple[Any, ...]  # the state at the last cut (detached)
+    window: list[tuple[Tensor, Any]]  # (x_t, target_t) since the last cut: replayed on load
+    stats: Stats
+
+
+class BPTTEngine:
+    """BPTT bound to a network: an autograd unroll, back-propagated at every cut."""
+
+    #: BPTT checks each input as it comes: its update comes only at the end of the window.
+    eager_checks = True
 
     def __init__(self, rule: BPTT, net: Network) -> None:
-        super().__init__(rule, net)
         if rule.detach_above is not None and not 0 <= rule.detach_above < len(net.layers):
             raise UnsupportedError(
                 f"detach_above={rule.detach_above}: the network has layers 0..{len(net.layers) - 1}"
             )
-        self._names = list(self.params)
-        self._state: tuple[Any, ...] = ()
-        self._loss: Tensor | None = None
-        self._since_cut = 0
-        # The open window (since the last cut): its start state and its inputs and targets.
-        # The graph holds them anyway; a checkpoint stores them and replays the window on load.
-        self._start: tuple[Any, ...] = ()
-        self._window: list[tuple[Tensor, Any]] = []
+        self.rule, self.net = rule, net
+        self.params = {n: p for n, p in net.named_parameters() if p.requires_grad}
+        self.consts: dict[str, list[Tensor | None]] = {}
 
-    def _reset(self, batch_size: int) -> None:
-        self._state = self.net.init_state(batch_size)
-        self._loss = None
-        self._since_cut = 0
-        self._start, self._window = self._state, []
+    def init(self, batch_size: int) -> BPTTCarry:
+        state = self.net.init_state(batch_size)
+        return BPTTCarry(state, None, state, [], init_stats(self.net.dtype, self.net.device))
 
-    def _step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor:
-        y = self._advance(x_t, target_t, loss_fn, record=True)
-        if self.rule.truncation is not None and self._since_cut >= self.rule.truncation:
-            self.flush()
-        return y
+    def step(
+        self,
+        params: Mapping[str, Tensor] | None,
+        carry: BPTTCarry,
+        x: Tensor,
+        target: Any,
+        loss_fn: LossFn,
+    ) -> tuple[Tensor, Grads | None, BPTTCarry]:
+        """Forward one step on the graph; back-propagate when a truncation window ends."""
+        y, carry = self._advance(carry, x, target, loss_fn)
+        k = self.rule.truncation
+        if k is not None and len(carry.window) >= k:
+            grads, carry = self.finish(params, carry)
+            return y, grads, carry
+        return y, None, carry
 
-    def _advance(self, x_t: Tensor, target_t: Any, loss_fn: LossFn, record: bool) -> Tensor:
-        """Forward one step on the graph and add its loss to the open window."""
-        with torch.enable_grad():
-            y, self._state = self._forward(x_t, self._state)
-            if target_t is not None:
-                e = call_loss(loss_fn, y, target_t)
-                if record:
-                    self._record_loss(e.detach())
-                self._loss = e if self._loss is None else self._loss + e
-        self._window.append((x_t, target_t))
-        self._since_cut += 1
-        return y.detach()
-
-    def _forward(self, x: Tensor, state: tuple[Any, ...]) -> tuple[Tensor, tuple[Any, ...]]:
+    def _advance(
+        self, carry: BPTTCarry, x: Tensor, target: Any, loss_fn: LossFn
+    ) -> tuple[Tensor, BPTTCarry]:
         cut = self.rule.detach_above
-        new = []
-        for i, (layer, s) in enumerate(zip(self.net.layers, state)):
-            if cut is not None and i > cut:
-                s = type(s)(*(t.detach() for t in s))
-            x, s = layer(x, s)
-            new.append(s)
-        return x, tuple(new)
+        with torch.enable_grad():
+            h, new = x, []
+            for i, (layer, s) in enumerate(zip(self.net.layers, carry.state)):
+                if cut is not None and i > cut:
+                    s = type(s)(*(t.detach() for t in s))
+                h, s = layer(h, s)
+                new.append(s)
+            loss = carry.loss
+            e = None
+            if target is not None:
+                e = call_loss(loss_fn, h, target)
+                loss = e if loss is None else loss + e
+        carry.window.append((x, target))  # the carry is donated: the window grows in place
+        stats = advance_stats(carry.stats, x, target, None, None if e is None else e.detach())
+        return h.detach(), BPTTCarry(tuple(new), loss, carry.start, carry.window, stats)
 
-    def flush(self) -> None:
+    def finish(
+        self, params: Mapping[str, Tensor] | None, carry: BPTTCarry
+    ) -> tuple[Grads | None, BPTTCarry]:
         """Back-propagate the loss since the last cut, then detach the state (cut the graph)."""
-        if self._loss is not None and self._loss.requires_grad:
-            gs = torch.autograd.grad(
-                self._loss, [self.params[n] for n in self._names], allow_unused=True
-            )
-            for n, g in zip(self._names, gs):
-                if g is not None:
-                    self.grads[n] += g
-        self._loss = None
-        self._since_cut = 0
-        self._state = tuple(type(s)(*(t.detach() for t in s)) for s in self._state)
-        self._start, self._window = self._state, []
+        grads = None
+        if carry.loss is not None and carry.loss.requires_grad:
+            names = list(self.params)
+            gs = torch.autograd.grad(carry.loss, [self.params[n] for n in names], allow_unused=True)
+            grads = {n: g for n, g in zip(names, gs) if g is not None}
+        state = tuple(type(s)(*(t.detach() for t in s)) for s in carry.state)
+        return grads, BPTTCarry(state, None, state, [], carry.stats)
 
-    def _state_extra(self) -> dict[str, Any]:
-        return {
-            "start": pack_state(self._start),
-            "window_x": [x.detach().clone() for x, _ in self._window],
-            "window_targets": [None if t is None else t.detach().clone() for _, t in self._window],
-        }
-
-    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
+    def restore(self, carry: BPTTCarry, loss_fn: LossFn | None) -> BPTTCarry:
         """Rebuild the open window's graph by replaying it from its start state."""
-        self._state = self._start = unpack_state(self._state, extra["start"])
-        window = list(zip(extra["window_x"], extra["window_targets"]))
-        if window and loss_fn is None:
+        if carry.window and loss_fn is None:
             raise UnsupportedError("BPTT replays its open window on load: pass loss_fn")
         dev = self.net.device
-        for x, t in window:
+        stats = carry.stats
+        replay = BPTTCarry(carry.start, None, carry.start, [], stats)
+        for x, t in carry.window:
             assert loss_fn is not None
-            self._advance(x.to(dev), None if t is None else t.to(dev), loss_fn, record=False)
-
-    def state_tensors(self) -> Iterator[Tensor]:
-        yield from super().state_tensors()
-        for s in self._state:
-            yield from s
+            _, replay = self._advance(replay, x.to(dev), None if t is None else t.to(dev), loss_fn)
+        return replay._replace(stats=stats)  # the counters as saved, not counted twice

@@ -7,7 +7,7 @@ e-prop factorises the gradient into a learning signal times an eligibility trace
 
 ``h_j`` is neuron j's own state and ``∂h_j^t/∂h_j^{t-1}`` its own dynamics only: the recurrent
 weights' contribution is dropped. This is OSTL's diagonal trace
-(:class:`ostl.traces.DiagonalTrace`): for LIF ε^t = α ε^{t-1} + z_i^{t-1} (x_i^t for input
+(:mod:`ostl.engine.diagonal`): for LIF ε^t = α ε^{t-1} + z_i^{t-1} (x_i^t for input
 weights) and e^t = ψ^t ε^t with ψ the surrogate derivative; for ALIF it carries the paper's
 second, adaptation component, because the adaptation variable is part of the neuron's state.
 
@@ -38,13 +38,12 @@ step.
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
 
-from ..errors import OptionError, UnsupportedError
-from ..layer import Network, Readout
-from .ostl import OSTLRunner, TraceRule, random_feedback
+from ..errors import OptionError
+from .trace import TraceRule
 
-__all__ = ["EProp", "EPropRunner"]
+__all__ = ["EProp"]
 
 FEEDBACK = ("symmetric", "random")
 
@@ -56,41 +55,27 @@ class EProp(TraceRule):
         feedback: ``"symmetric"`` (the readout weights, the paper's symmetric e-prop) or
             ``"random"`` (fixed random matrices, random e-prop).
         seed: seed of the random matrices.
+        jacobians, trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
 
     Exact (equals BPTT) for one stateful layer without H under a Readout; approximate with H.
     See the module docstring for the relation to OSTL and the reset convention.
     """
 
     name = "eprop"
-    recurrence = "diagonal"  # e-prop's traces: each neuron's own dynamics only
-    max_trace_bytes = 0  # no exact trace is ever built
 
-    def __init__(self, feedback: str = "symmetric", seed: int = 0) -> None:
+    def __init__(
+        self,
+        feedback: str = "symmetric",
+        seed: int = 0,
+        *,
+        jacobians: str = "auto",
+        trace_dtype: torch.dtype | None = None,
+    ) -> None:
         if feedback not in FEEDBACK:
             raise OptionError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
-        self.feedback = feedback
-        self.seed = seed
-
-    def bind(self, net: Network) -> EPropRunner:
-        return EPropRunner(self, net)
-
-
-class EPropRunner(OSTLRunner):
-    """e-prop bound to a network (one that ends with a Readout)."""
-
-    rule: EProp
-
-    def __init__(self, rule: EProp, net: Network) -> None:
-        if isinstance(net, Network) and not isinstance(net.layers[-1], Readout):
-            raise UnsupportedError(
-                f"{rule!r}: e-prop's learning signal is the readout error sent back through the "
-                f"readout weights; the network must end with an ostl.Readout, but its last layer "
-                f"is a {type(net.layers[-1]).__name__}. Add ostl.Readout(n, n_out) on top, or use "
-                "OSTL (any output layer)."
-            )
-        super().__init__(rule, net)
-
-    def _make_feedback(self) -> list[Tensor | None]:
-        if self.rule.feedback == "random":
-            return random_feedback(self.net, self.rule.seed)
-        return [None] * len(self.net.layers)  # the live forward weights
+        signal = "backprop" if feedback == "symmetric" else "random"
+        super().__init__(
+            "diagonal", signal, seed=seed, jacobians=jacobians, trace_dtype=trace_dtype,
+            needs_readout=True,
+        )  # fmt: skip
+        self._published(feedback=feedback, seed=seed, jacobians=jacobians, trace_dtype=trace_dtype)

@@ -16,17 +16,19 @@ the batch, so RTRL shares no code with the trace engine: it is the second, indep
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, TraceTooLargeError
+from ..engine.carry import Stats, advance_stats, init_stats
+from ..errors import TraceTooLargeError
 from ..layer import Network
-from .base import LossFn, Rule, Runner
+from ..losses import LossFn, value_and_grad
+from .base import Rule
 
-__all__ = ["RTRL"]
+__all__ = ["RTRL", "RTRLCarry", "RTRLEngine"]
 
 
 class RTRL(Rule):
@@ -41,8 +43,14 @@ class RTRL(Rule):
     def __init__(self, max_bytes: int = 2**30) -> None:
         self.max_bytes = max_bytes
 
-    def bind(self, net: Network) -> RTRLRunner:
-        return RTRLRunner(self, net)
+    def engine(self, net: Network) -> RTRLEngine:
+        return RTRLEngine(self, net)
+
+
+class RTRLCarry(NamedTuple):
+    S: Tensor  # (B, |S|) every layer's state, concatenated
+    M: Tensor  # (B, |S|, |θ|) the influence matrix dS_t/dθ
+    stats: Stats
 
 
 class _Step(nn.Module):
@@ -56,27 +64,33 @@ class _Step(nn.Module):
         return self.net.step(x, state)
 
 
-class RTRLRunner(Runner):
-    rule: RTRL
+class RTRLEngine:
+    """RTRL bound to a network (see the module docstring)."""
+
+    #: an oracle: it checks each input as it comes
+    eager_checks = True
 
     def __init__(self, rule: RTRL, net: Network) -> None:
-        super().__init__(rule, net)
+        self.rule, self.net = rule, net
+        self.params = {n: p for n, p in net.named_parameters() if p.requires_grad}
+        self.consts: dict[str, list[Tensor | None]] = {}
         self._module = _Step(net)
         self._names = list(self.params)
         self._sizes = [p.numel() for p in self.params.values()]
-        self._S = torch.empty(0)
-        self._M = torch.empty(0)
+        self._template = net.init_state(1)
 
-    def _reset(self, batch_size: int) -> None:
-        state = self.net.init_state(batch_size)
+    def init(self, batch_size: int) -> RTRLCarry:
+        net = self.net
+        state = net.init_state(batch_size)
         self._template = state
-        self._S = (
-            torch.cat([t for s in state for t in s], dim=-1)
-            if self._n_state(state)
-            else (torch.zeros(batch_size, 0, dtype=self.net.dtype, device=self.net.device))
+        fields = [t for s in state for t in s]
+        S = (
+            torch.cat(fields, dim=-1)
+            if fields
+            else torch.zeros(batch_size, 0, dtype=net.dtype, device=net.device)
         )
-        n_s, n_p = self._S.shape[-1], sum(self._sizes)
-        need = batch_size * (n_s + self.net.n_out) * (n_p + n_s) * self._S.element_size()
+        n_s, n_p = S.shape[-1], sum(self._sizes)
+        need = batch_size * (n_s + net.n_out) * (n_p + n_s) * S.element_size()
         if need > self.rule.max_bytes:
             raise TraceTooLargeError(
                 f"RTRL needs about {need / 2**30:.2f} GiB for its influence matrix and Jacobians "
@@ -84,11 +98,8 @@ class RTRLRunner(Runner):
                 f"{self.rule.max_bytes / 2**30:.2f} GiB (RTRL(max_bytes=...)). RTRL is an oracle "
                 "for small networks: use OSTL for training."
             )
-        self._M = torch.zeros(batch_size, n_s, n_p, dtype=self._S.dtype, device=self._S.device)
-
-    @staticmethod
-    def _n_state(state: tuple[Any, ...]) -> int:
-        return sum(len(s) for s in state)
+        M = torch.zeros(batch_size, n_s, n_p, dtype=S.dtype, device=S.device)
+        return RTRLCarry(S, M, init_stats(net.dtype, net.device))
 
     def _unflatten_state(self, flat: Tensor) -> tuple[Any, ...]:
         out, i = [], 0
@@ -103,48 +114,46 @@ class RTRLRunner(Runner):
 
     def _step_fn(self, theta: Tensor, S: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """One sample's step as a function of (flat θ, flat S_{t-1}, x): returns [S_t, ŷ_t]."""
-        params = dict(
-            zip(
-                self._names,
-                (c.view_as(p) for c, p in zip(theta.split(self._sizes), self.params.values())),
-            )
-        )
+        views = (c.view_as(p) for c, p in zip(theta.split(self._sizes), self.params.values()))
         y, new = torch.func.functional_call(
             self._module,
-            {f"net.{n}": v for n, v in params.items()},
+            {f"net.{n}": v for n, v in zip(self._names, views)},
             (x, self._unflatten_state(S)),
             strict=False,
         )
         out = torch.cat([t for s in new for t in s] + [y], dim=-1)
         return out, out.detach()
 
-    def _step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor:
-        theta = torch.cat([p.detach().reshape(-1) for p in self.params.values()])
+    def step(
+        self,
+        params: Mapping[str, Tensor] | None,
+        carry: RTRLCarry,
+        x: Tensor,
+        target: Any,
+        loss_fn: LossFn,
+    ) -> tuple[Tensor, dict[str, Tensor] | None, RTRLCarry]:
+        src = self.params if params is None else {**self.params, **params}
+        theta = torch.cat([src[n].detach().reshape(-1) for n in self._names])
         jac = torch.func.jacrev(self._step_fn, argnums=(0, 1), has_aux=True)
-        (J_theta, J_S), out = torch.func.vmap(jac, in_dims=(None, 0, 0))(theta, self._S, x_t)
-        n_s = self._S.shape[-1]
-        total = J_theta + J_S @ self._M  # (B, n_s + n_out, n_p): d[S_t, ŷ_t]/dθ
+        (J_theta, J_S), out = torch.func.vmap(jac, in_dims=(None, 0, 0))(theta, carry.S, x)
+        n_s = carry.S.shape[-1]
+        total = J_theta + J_S @ carry.M  # (B, n_s + n_out, n_p): d[S_t, ŷ_t]/dθ
         S_new, y = out[:, :n_s], out[:, n_s:]
-        if target_t is not None:
-            L = self._loss_signal(y, target_t, loss_fn)
+        grads = None
+        e = L = None
+        if target is not None:
+            e, L = value_and_grad(loss_fn, y, target)
             g = torch.einsum("bo,bop->p", L, total[:, n_s:])
-            for n, gi in zip(self._names, g.split(self._sizes)):
-                self.grads[n] += gi.view_as(self.grads[n])
-        self._M = total[:, :n_s]
-        self._S = S_new
-        return y
+            grads = {
+                n: gi.view_as(self.params[n]) for n, gi in zip(self._names, g.split(self._sizes))
+            }
+        stats = advance_stats(carry.stats, x, target, L, e)
+        return y, grads, RTRLCarry(S_new, total[:, :n_s], stats)
 
-    def _state_extra(self) -> dict[str, Any]:
-        return {"S": self._S.detach().clone(), "M": self._M.detach().clone()}
+    def finish(
+        self, params: Mapping[str, Tensor] | None, carry: RTRLCarry
+    ) -> tuple[None, RTRLCarry]:
+        return None, carry
 
-    def _load_extra(self, extra: dict[str, Any], loss_fn: LossFn | None) -> None:
-        for key, cur in (("S", self._S), ("M", self._M)):
-            if extra[key].shape != cur.shape:
-                raise CheckpointError(f"RTRL {key}: the checkpoint's shape does not match")
-        self._S = extra["S"].to(self._S).clone()
-        self._M = extra["M"].to(self._M).clone()
-
-    def state_tensors(self) -> Iterator[Tensor]:
-        yield from super().state_tensors()
-        yield self._S
-        yield self._M
+    def restore(self, carry: RTRLCarry, loss_fn: LossFn | None) -> RTRLCarry:
+        return carry

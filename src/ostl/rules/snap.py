@@ -24,29 +24,11 @@ never further from RTRL than OSTL(recurrence="diagonal") on its kept entries.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from ..errors import OptionError
-from ..layer import Layer, Network
-from ..traces import DiagonalTrace, LayerTrace, NeuronJacobians
-from .ostl import OSTLRunner, TraceRule, random_feedback
+from .trace import TraceRule
 
-__all__ = ["SnAp", "SnApRunner", "SnApTrace"]
-
-
-class SnApTrace(DiagonalTrace):
-    """The diagonal trace propagated with the diagonal of the full Jacobian (H_pp included)."""
-
-    def update(self, J: NeuronJacobians, x: Tensor, y_prev: Tensor) -> None:
-        H = self.layer.H
-        if H is not None and J.a_rec is not None:
-            G, N = self.layer.n_gates, self.layer.n_out
-            H_pp = H.detach().view(G, N, N).diagonal(dim1=1, dim2=2)  # (G, N): H_g[p, p]
-            state = J.state.clone()
-            # ∂s_t[p]/∂y_{t-1}[p] through the self-connection, added to the output's column.
-            state[..., self.o] += torch.einsum("bnkg,gn->bnk", J.a_rec, H_pp)
-            J = J._replace(state=state)
-        super().update(J, x, y_prev)
+__all__ = ["SnAp"]
 
 
 class SnAp(TraceRule):
@@ -55,31 +37,21 @@ class SnAp(TraceRule):
     Args:
         feedback: ``"weights"`` (the sweep through the forward weights) or ``"random"``.
         seed: seed of the random feedback matrices.
+        jacobians, trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
     """
 
     name = "snap"
-    recurrence = "snap1"
-    max_trace_bytes = 0  # no exact trace is ever built
 
-    def __init__(self, feedback: str = "weights", seed: int = 0) -> None:
+    def __init__(
+        self,
+        feedback: str = "weights",
+        seed: int = 0,
+        *,
+        jacobians: str = "auto",
+        trace_dtype: torch.dtype | None = None,
+    ) -> None:
         if feedback not in ("weights", "random"):
             raise OptionError(f"feedback must be 'weights' or 'random', got {feedback!r}")
-        self.feedback = feedback
-        self.seed = seed
-
-    def bind(self, net: Network) -> SnApRunner:
-        return SnApRunner(self, net)
-
-
-class SnApRunner(OSTLRunner):
-    """SnAp-1 bound to a network: OSTL's runner with :class:`SnApTrace` in every layer."""
-
-    rule: SnAp
-
-    def _make_trace(self, layer: Layer, batch_size: int) -> LayerTrace:
-        return SnApTrace(layer, batch_size, self.net.dtype, self.net.device)
-
-    def _make_feedback(self) -> list[Tensor | None]:
-        if self.rule.feedback == "random":
-            return random_feedback(self.net, self.rule.seed)
-        return [None] * len(self.net.layers)
+        signal = "backprop" if feedback == "weights" else "random"
+        super().__init__("snap1", signal, seed=seed, jacobians=jacobians, trace_dtype=trace_dtype)
+        self._published(feedback=feedback, seed=seed, jacobians=jacobians, trace_dtype=trace_dtype)

@@ -1,0 +1,190 @@
+"""The carry: everything a rule keeps between time steps, as one explicit tree of tensors.
+
+A carry is a NamedTuple whose fields are tensors, None, numbers, or tuples / lists / dicts /
+NamedTuples of them. Nothing about a rule is hidden in mutable objects, so generic code walks
+the carry for every rule alike: checkpoints (:func:`pack` / :func:`unpack`), memory accounting
+(:func:`tensors`), non-finite scans (:func:`named_tensors`) and moving to a device.
+
+Every carry holds :class:`Stats` (field ``stats``): the step counter, the running loss and
+the first step at which an input, a target or an output error was not finite. They are
+tensors on the network's device, updated without a host synchronisation (no ``float()``, no
+``.item()``), so the step can run asynchronously on a GPU and be compiled; they are read
+where a decision is needed (at an optimizer update, at the end of a sequence).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError
+
+__all__ = [
+    "Stats",
+    "init_stats",
+    "advance_stats",
+    "NONFINITE_WHAT",
+    "tensors",
+    "named_tensors",
+    "tree_map",
+    "pack",
+    "unpack",
+]
+
+#: What ``Stats.first_bad`` tracks, in order.
+NONFINITE_WHAT = ("x_t", "target_t", "learning signal dE_t/dy_t")
+
+
+class Stats(NamedTuple):
+    """Counters every carry holds, as tensors on the network's device."""
+
+    t: Tensor  # () int64: time steps since init
+    loss_sum: Tensor  # () Σ_t E_t since init (or since the counter was last taken)
+    n_losses: Tensor  # () int64: steps with a target, likewise
+    first_bad: Tensor  # (3,) int64: first step with a non-finite NONFINITE_WHAT[i], -1: none
+
+
+def init_stats(dtype: torch.dtype, device: torch.device) -> Stats:
+    i64 = torch.int64
+    return Stats(
+        torch.zeros((), dtype=i64, device=device),
+        torch.zeros((), dtype=dtype, device=device),
+        torch.zeros((), dtype=i64, device=device),
+        torch.full((3,), -1, dtype=i64, device=device),
+    )
+
+
+def advance_stats(
+    s: Stats, x: Tensor, target: Any, signal: Tensor | None, loss: Tensor | None
+) -> Stats:
+    """The counters after one step: t + 1, the loss added, non-finite values recorded.
+
+    ``target`` is checked when it is a floating-point tensor; ``signal`` and ``loss`` are None
+    at a step without a target.
+    """
+    checks = (x, target if isinstance(target, Tensor) and target.is_floating_point() else None)
+    ok = torch.stack(
+        [_true(x.device) if c is None else torch.isfinite(c).all() for c in (*checks, signal)]
+    )
+    first_bad = torch.where(ok | (s.first_bad >= 0), s.first_bad, s.t)
+    if loss is None:
+        return Stats(s.t + 1, s.loss_sum, s.n_losses, first_bad)
+    return Stats(s.t + 1, s.loss_sum + loss, s.n_losses + 1, first_bad)
+
+
+@functools.cache
+def _true(device: torch.device) -> Tensor:
+    """A constant True on ``device`` (for the entries a step does not check)."""
+    return torch.ones((), dtype=torch.bool, device=device)
+
+
+def _children(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        yield from zip(node._fields, node)
+    elif isinstance(node, dict):
+        yield from ((str(k), v) for k, v in node.items())
+    elif isinstance(node, list | tuple):
+        yield from ((str(i), v) for i, v in enumerate(node))
+
+
+def named_tensors(node: Any, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+    """(dotted path, tensor) of every tensor in the tree, e.g. ``traces.0.eps.W``."""
+    if isinstance(node, Tensor):
+        yield prefix, node
+        return
+    for name, child in _children(node):
+        yield from named_tensors(child, f"{prefix}.{name}" if prefix else name)
+
+
+def tensors(node: Any) -> Iterator[Tensor]:
+    """Every tensor in the tree."""
+    return (t for _, t in named_tensors(node))
+
+
+def tree_map(fn: Callable[[Tensor], Tensor], node: Any) -> Any:
+    """The same tree with ``fn`` applied to every tensor."""
+    if isinstance(node, Tensor):
+        return fn(node)
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return type(node)(*(tree_map(fn, v) for v in node))
+    if isinstance(node, dict):
+        return {k: tree_map(fn, v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return type(node)(tree_map(fn, v) for v in node)
+    return node
+
+
+def pack(node: Any) -> Any:
+    """The tree as plain containers of cloned, detached, contiguous tensors (for
+    ``torch.save`` with ``weights_only`` loading): NamedTuples become dicts, tuples lists."""
+    if isinstance(node, Tensor):
+        return node.detach().clone(memory_format=torch.contiguous_format)
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return {k: pack(v) for k, v in zip(node._fields, node)}
+    if isinstance(node, dict):
+        return {k: pack(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [pack(v) for v in node]
+    return node
+
+
+def unpack(template: Any, packed: Any, path: str = "carry") -> Any:
+    """Inverse of :func:`pack`, shaped like ``template`` (a freshly initialised carry).
+
+    Every tensor must have the template's shape; it is cast to the template's dtype and
+    device. Raises :class:`~ostl.errors.CheckpointError` naming the first entry that differs.
+    """
+    if isinstance(template, Tensor):
+        if not isinstance(packed, Tensor) or packed.shape != template.shape:
+            got = tuple(packed.shape) if isinstance(packed, Tensor) else type(packed).__name__
+            raise CheckpointError(
+                f"{path}: expected a tensor of shape {tuple(template.shape)}, got {got} "
+                "(a checkpoint of another network, rule or batch size?)"
+            )
+        return packed.to(dtype=template.dtype, device=template.device).clone()
+    if isinstance(template, tuple) and hasattr(template, "_fields"):
+        _same_keys(path, list(template._fields), packed)
+        return type(template)(
+            *(unpack(v, packed[k], f"{path}.{k}") for k, v in zip(template._fields, template))
+        )
+    if isinstance(template, dict):
+        _same_keys(path, list(template), packed)
+        return {k: unpack(v, packed[k], f"{path}.{k}") for k, v in template.items()}
+    if isinstance(template, list):  # a list is a sequence of any length (BPTT's window)
+        if not isinstance(packed, list | tuple):
+            raise CheckpointError(f"{path}: expected a list, got {type(packed).__name__}")
+        device = _device_of(template)
+        return [_to(v, device) for v in packed]
+    if isinstance(template, tuple):
+        if not isinstance(packed, list | tuple) or len(packed) != len(template):
+            n = len(packed) if isinstance(packed, list | tuple) else type(packed).__name__
+            raise CheckpointError(f"{path}: expected {len(template)} entries, got {n}")
+        return tuple(unpack(v, p, f"{path}.{i}") for i, (v, p) in enumerate(zip(template, packed)))
+    if template is None:  # something that may be absent (BPTT's pending loss): as saved
+        return None if packed is None else _to(packed, None)
+    return packed
+
+
+def _device_of(node: Any) -> torch.device | None:
+    return next((t.device for t in tensors(node)), None)
+
+
+def _to(node: Any, device: torch.device | None) -> Any:
+    """A saved tree without a template: tensors cloned (and moved to ``device`` if given)."""
+    if isinstance(node, Tensor):
+        return node.clone() if device is None else node.to(device).clone()
+    if isinstance(node, dict):
+        return {k: _to(v, device) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_to(v, device) for v in node]
+    return node
+
+
+def _same_keys(path: str, keys: list[str], packed: Any) -> None:
+    if not isinstance(packed, dict) or sorted(packed) != sorted(keys):
+        got = sorted(packed) if isinstance(packed, dict) else type(packed).__name__
+        raise CheckpointError(f"{path}: expected the entries {sorted(keys)}, got {got}")
