@@ -7,6 +7,7 @@ reading the source. The error classes also derive from the matching built-in exc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -111,23 +112,22 @@ def check_tensor(
 def all_finite(tensors: Iterable[Tensor]) -> bool:
     """True if no floating-point tensor among ``tensors`` holds NaN or Inf (one host sync).
 
-    Fast path: one sum per tensor. A sum is NaN or ±Inf whenever its tensor holds a NaN or an
-    Inf (NaN propagates, Inf stays Inf or meets -Inf and gives NaN), so finite sums prove every
-    element finite; a non-finite sum (possibly an overflow of finite values) is confirmed
-    element by element. One pass over each tensor instead of ``isfinite`` + ``all``'s two and a
-    temporary, and one synchronisation for all of them.
+    Fast path: the norms of all tensors in one fused call, summed. A norm is NaN or Inf
+    whenever its tensor holds a NaN or an Inf, so a finite sum proves every element finite; a
+    non-finite sum (possibly an overflow of large finite values) is confirmed element by
+    element. A few operations for any number of tensors, and one synchronisation.
     """
     floats = [t for t in tensors if t.is_floating_point()]
     if not floats:
         return True
-    sums = [t.sum() for t in floats]
-    if len(sums) == 1:
-        total = sums[0]
-    elif all(s.dtype == sums[0].dtype for s in sums):
-        total = torch.stack(sums)
+    norms = torch._foreach_norm(floats)
+    if len(norms) == 1:
+        total = norms[0]
+    elif all(n.dtype == norms[0].dtype for n in norms):
+        total = torch.stack(norms).sum()
     else:
-        total = torch.stack([s.double() for s in sums])
-    if bool(torch.isfinite(total).all()):
+        total = torch.stack([n.double() for n in norms]).sum()
+    if math.isfinite(float(total)):
         return True
     return all(bool(torch.isfinite(t).all()) for t in floats)
 

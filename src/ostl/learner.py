@@ -183,7 +183,7 @@ class Learner:
             self._pending = False
             return
         for name, p in self.runner.params.items():
-            p.grad = self.runner.grads[name]  # zeroed right after the step, so not copied
+            p.grad = self.runner.grad(name)  # forgotten right after the step, so not copied
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.runner.zero_grads()
@@ -204,11 +204,11 @@ class Learner:
         if not self._check_finite(list(params)):
             return
         for name, p in params.items():
-            p.grad = self.runner.grads[name]  # zeroed right after the step, so not copied
+            p.grad = self.runner.grad(name)  # forgotten right after the step, so not copied
         self.optimizer.step()
-        for name, p in params.items():
+        for p in params.values():
             p.grad = None
-            self.runner.grads[name].zero_()
+        self.runner.zero_grads(params)
 
     def _all_reduce_grads(self, prefix: str = "") -> None:
         """Distributed: average the (``prefix``-named) gradients over the ranks, in place.
@@ -219,7 +219,7 @@ class Learner:
         if not self.distributed or (self.same_target_steps and not self._pending and not prefix):
             return
         r = self.runner
-        grads = {n: g for n, g in r.grads.items() if n.startswith(prefix)}
+        grads = {n: r.grad(n) for n in r.params if n.startswith(prefix)}
         if prefix:  # an unlocked layer update: it happens only at steps with a target
             dist.all_reduce_grads(grads, r.batch_size, True)
         else:
@@ -233,11 +233,11 @@ class Learner:
         raises naming the first non-finite input, target or output error and its step (or the
         poisoned gradients and state); ``"skip"`` zeroes those gradients and counts the skip.
         """
-        grads = self.runner.grads
-        if all_finite(grads[n] for n in names):
-            return True
         r = self.runner
-        bad = [n for n in names if not bool(torch.isfinite(grads[n]).all())]
+        grads = {n: r.grad(n) for n in names}
+        if all_finite(grads.values()):
+            return True
+        bad = [n for n, g in grads.items() if not bool(torch.isfinite(g).all())]
         if not bad:
             return True
         cause = r.first_nonfinite()
@@ -246,8 +246,7 @@ class Learner:
             for n, t in r.named_state()
             if not n.startswith("grads.") and t.is_floating_point() and not all_finite([t])
         ]
-        for n in names:
-            grads[n].zero_()
+        r.zero_grads(names)
         if poisoned or cause:
             r.restart_stream()  # clean state and traces for the steps that follow
         if self.nonfinite == "raise":

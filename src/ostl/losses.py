@@ -66,16 +66,23 @@ class CrossEntropy:
         self.ignore_index = ignore_index
 
     def __call__(self, y: Tensor, target: Any) -> Tensor:
-        return self.value_and_grad(y, target)[0]
+        if isinstance(target, Tensor) and not target.is_floating_point():
+            self._check_labels(y, target)
+            return F.cross_entropy(y, target, ignore_index=self.ignore_index)
+        t = _float_target("cross_entropy", y, target)
+        return -(t * torch.log_softmax(y, dim=-1)).sum() / y.shape[0]
+
+    def _check_labels(self, y: Tensor, target: Tensor) -> None:
+        if y.dim() != 2 or target.shape != y.shape[:1]:
+            raise TargetError(
+                f"cross_entropy: expected class indices of shape {tuple(y.shape[:1])} for "
+                f"logits {tuple(y.shape)}, got {_describe(target)}"
+            )
 
     def value_and_grad(self, y: Tensor, target: Any) -> tuple[Tensor, Tensor]:
         logp = torch.log_softmax(y, dim=-1)
         if isinstance(target, Tensor) and not target.is_floating_point():
-            if y.dim() != 2 or target.shape != y.shape[:1]:
-                raise TargetError(
-                    f"cross_entropy: expected class indices of shape {tuple(y.shape[:1])} for "
-                    f"logits {tuple(y.shape)}, got {_describe(target)}"
-                )
+            self._check_labels(y, target)
             keep = target != self.ignore_index
             idx = torch.where(keep, target, 0).unsqueeze(-1)
             n = keep.sum().to(y.dtype)
@@ -86,8 +93,8 @@ class CrossEntropy:
             return value, grad
         t = _float_target("cross_entropy", y, target)
         B = y.shape[0]
-        value = -(t * logp).sum() / B
-        grad = (logp.exp() * t.sum(-1, keepdim=True) - t) / B
+        value = torch.dot(t.flatten(), logp.flatten()).neg_().div_(B)
+        grad = logp.exp_().mul_(t.sum(-1, keepdim=True)).sub_(t).div_(B)
         return value, grad
 
 
@@ -108,7 +115,8 @@ class BernoulliNLL:
     units, mean over the batch. A uniform predictor (y = 0) scores K·log 2 per frame."""
 
     def __call__(self, y: Tensor, target: Any) -> Tensor:
-        return self.value_and_grad(y, target)[0]
+        t = _float_target("bernoulli_nll", y, target)
+        return F.binary_cross_entropy_with_logits(y, t, reduction="sum") / y.shape[0]
 
     def value_and_grad(self, y: Tensor, target: Any) -> tuple[Tensor, Tensor]:
         t = _float_target("bernoulli_nll", y, target)

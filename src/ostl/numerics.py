@@ -23,6 +23,7 @@ the rounding error of any gradient.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,21 +42,33 @@ def denormals_flushed() -> bool:
     return bool((_DENORMAL * 1.0)[0] == 0)
 
 
+_scope = threading.local()  # how deep this thread is inside flush_denormals blocks
+
+
 @contextmanager
 def flush_denormals() -> Iterator[None]:
     """Flush denormals to zero on this thread inside the block; restore the mode after it.
 
-    A no-op on CPUs without FTZ/DAZ support (``torch.set_flush_denormal`` returns False).
+    Nested blocks cost nothing (the outermost one probes and restores the mode). A no-op on
+    CPUs without FTZ/DAZ support (``torch.set_flush_denormal`` returns False).
     """
-    if not ENABLED or denormals_flushed():
+    depth = getattr(_scope, "depth", 0)
+    if not ENABLED or depth:
         yield
         return
-    supported = torch.set_flush_denormal(True)
+    _scope.depth = 1
     try:
-        yield
+        if denormals_flushed():
+            yield
+            return
+        supported = torch.set_flush_denormal(True)
+        try:
+            yield
+        finally:
+            if supported:
+                torch.set_flush_denormal(False)
     finally:
-        if supported:
-            torch.set_flush_denormal(False)
+        _scope.depth = 0
 
 
 def flush_denormals_globally() -> bool:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ..layer import Layer, Network, Readout
 from ..learner import Learner
+from ..losses import cross_entropy
 from ..rules import OSTL, RULES, Rule, get_rule
 
 __all__ = [
@@ -162,9 +163,10 @@ def one_hot_targets(spec: NetSpec, *, seed: int = 0, device: str | torch.device 
     return F.one_hot(labels, spec.classes).float().to(device)
 
 
-def loss_fn(y: Tensor, target: Tensor) -> Tensor:
-    """Cross entropy of one step with probability (one-hot) targets, mean over the batch."""
-    return F.cross_entropy(y, target)
+#: Cross entropy of one step with probability (one-hot) targets, mean over the batch
+#: (:data:`ostl.losses.cross_entropy`: a closed-form output error for the online rules,
+#: autograd for BPTT and the hand-written baselines).
+loss_fn = cross_entropy
 
 
 #: OSTL variants the bench measures beside the rules: the generic derived Jacobians instead of

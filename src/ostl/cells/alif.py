@@ -83,27 +83,31 @@ class ALIF(Cell):
         cur = total_current(a_in, a_rec)[..., 0, :]
         alpha, rho, beta, th = p["decay"], p["adaptation_decay"], p["beta"], p["threshold"]
         v0, a0, z0 = state.v, state.a, state.z
-        keep = 0.0 if self.detach_reset else 1.0
         v = alpha * v0 + cur - th * z0
         a = rho * a0 + z0
         x = v - (th + beta * a)
         sg = self.surrogate.derivative(x)  # ∂z_t/∂x_t; z_t depends on v_t (+1) and a_t (-β)
+        dv_dz: Tensor | float = 0.0 if self.detach_reset else -th
+        trained = self.trainable_names  # the derivatives of fixed φ are not computed
+        rows = {
+            "decay": lambda: [v0, 0.0, None],
+            "adaptation_decay": lambda: [0.0, a0, None],
+            "beta": lambda: [0.0, 0.0, None],
+            "threshold": lambda: [-z0, 0.0, None],
+        }
+        params = {n: rows[n]() for n in trained}
+        out_params: dict[str, Tensor | float] = {"decay": 0.0, "adaptation_decay": 0.0}
+        if "beta" in trained:
+            out_params["beta"] = -sg * a
+        if "threshold" in trained:
+            out_params["threshold"] = -sg
         J = pack_jacobians(
             self,
-            state=[
-                [alpha, 0.0, -keep * th],
-                [0.0, rho, 1.0],
-                [sg * alpha, -sg * beta * rho, sg * (-keep * th - beta)],
-            ],
+            state=[[alpha, 0.0, dv_dz], [0.0, rho, 1.0], None],  # z's row: implied by the map
             current=[1.0, 0.0, sg],
             recurrent=a_rec is not None,
-            params={
-                "decay": [v0, 0.0, sg * v0],
-                "adaptation_decay": [0.0, a0, -sg * beta * a0],
-                "beta": [0.0, 0.0, -sg * a],
-                "threshold": [-z0, 0.0, sg * (-z0 - 1)],
-            },
+            params=params,  # type: ignore[arg-type]
             out=[sg, -sg * beta, 0.0],
-            out_params={"decay": 0.0, "adaptation_decay": 0.0, "beta": -sg * a, "threshold": -sg},
+            out_params=out_params,
         )
         return ALIFState(v, a, (x > 0).to(x.dtype)), J

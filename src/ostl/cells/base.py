@@ -27,7 +27,7 @@ cell's ``trainable`` argument.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -51,42 +51,93 @@ class NeuronJacobians(NamedTuple):
     consumes them one by one (neuron-wise products of (B, N) tensors), so a closed form hands
     over the tensors it computed anyway, and numbers stay numbers. :func:`dense` assembles the
     blocks where a dense layout is wanted (the exact trace, comparisons).
+
+    For a cell with an output map y_t = h(m_t, φ), the output's own row (of ``state``, and its
+    entry in ``params``) may be None: it is implied, ``∂y_t/∂· = Σ_i ∂h/∂m_i · ∂m_i/∂·`` (plus
+    ``∂h/∂φ`` for φ), and the diagonal trace never reads it. :meth:`complete` fills it in.
     """
 
-    state: tuple[tuple[Entry, ...], ...]  # [κ][λ] ∂s_t[κ]/∂s_{t-1}[λ] (direct: leak, reset)
+    state: tuple[tuple[Entry, ...] | None, ...]  # [κ][λ] ∂s_t[κ]/∂s_{t-1}[λ] (direct)
     a_in: tuple[Entry, ...]  # [κ] ∂s_t[κ]/∂a_in, (B, G, N) or a number
     a_rec: tuple[Entry, ...] | None  # [κ] ∂s_t[κ]/∂a_rec (None without H)
-    params: tuple[tuple[Entry, ...], ...] | None  # [κ][φ] ∂s_t[κ]/∂φ, trainable φ (None: none)
+    params: tuple[tuple[Entry, ...] | None, ...] | None  # [κ][φ] ∂s_t[κ]/∂φ, trained φ
     # For cells with an output map y_t = h(m_t, φ) (Cell.has_output_map), else None:
     out: tuple[Entry, ...] | None = None  # [κ] ∂h/∂s_t[κ] (zero in the output's own entry)
     out_params: tuple[Entry, ...] | None = None  # [φ] ∂h/∂φ, the direct path of φ into y_t
 
+    def row(self, i: int) -> tuple[Entry, ...]:
+        """Row i of ``state`` (present: call :meth:`complete` first for an implied row)."""
+        r = self.state[i]
+        assert r is not None, "an implied output row: call complete() first"
+        return r
+
+    def param_row(self, i: int) -> tuple[Entry, ...]:
+        """Row i of ``params`` (present: call :meth:`complete` first for an implied row)."""
+        assert self.params is not None
+        r = self.params[i]
+        assert r is not None, "an implied output row: call complete() first"
+        return r
+
+    def complete(self) -> NeuronJacobians:
+        """The same Jacobians with an implied output row (see the class docstring) filled in."""
+        o = next((i for i, row in enumerate(self.state) if row is None), None)
+        if o is None:
+            return self
+        out_map = self.out
+        assert out_map is not None
+        mem = [i for i in range(len(self.state)) if i != o]
+
+        def through_h(
+            rows: Sequence[Sequence[Entry]], extra: Sequence[Entry] | None
+        ) -> tuple[Entry, ...]:
+            out: list[Entry] = []
+            for col in range(len(rows[0])):
+                total: Entry = 0.0 if extra is None else extra[col]
+                for i, row in zip(mem, rows):
+                    total = total + out_map[i] * row[col]
+                out.append(total)
+            return tuple(out)
+
+        state = list(self.state)
+        state[o] = through_h([self.row(i) for i in mem], None)
+        params = self.params
+        if params is not None and params[o] is None:
+            rows = [self.param_row(i) for i in mem]
+            params = tuple(
+                through_h(rows, self.out_params) if i == o else r for i, r in enumerate(params)
+            )
+        return self._replace(state=tuple(state), params=params)
+
 
 def pack_jacobians(
     cell: Cell,
-    state: Sequence[Sequence[Entry]],
+    state: Sequence[Sequence[Entry] | None],
     current: Sequence[Entry],
     recurrent: bool,
-    params: dict[str, Sequence[Entry]],
+    params: Mapping[str, Sequence[Entry | None]],
     out: Sequence[Entry] | None = None,
-    out_params: dict[str, Entry] | None = None,
+    out_params: Mapping[str, Entry] | None = None,
 ) -> NeuronJacobians:
     """A closed form's derivatives as :class:`NeuronJacobians` (single-gate cells).
 
     ``state[κ][λ] = ∂s_t[κ]/∂s_{t-1}[λ]``, ``current[κ] = ∂s_t[κ]/∂a`` (a = a_in + a_rec, so
-    both currents share it), ``params[φ][κ] = ∂s_t[κ]/∂φ`` for every φ (only the trainable
-    ones are kept), ``out[κ] = ∂h/∂s_t[κ]`` and ``out_params[φ] = ∂h/∂φ``. Entries are (B, N)
-    tensors or numbers. Nothing is copied: the entries are the caller's tensors.
+    both currents share it), ``params[φ][κ] = ∂s_t[κ]/∂φ`` for the trainable φ (others may be
+    left out), ``out[κ] = ∂h/∂s_t[κ]`` and ``out_params[φ] = ∂h/∂φ``. Entries are (B, N)
+    tensors or numbers; with an output map, the output's row and its ``params`` entries may be
+    None (implied). Nothing is copied: the entries are the caller's tensors.
     """
     cur = tuple(c.unsqueeze(-2) if isinstance(c, Tensor) else c for c in current)  # (B, 1, N)
     names = cell.trainable_names
-    phi = tuple(tuple(params[n][i] for n in names) for i in range(len(state))) if names else None
+    phi = None
+    if names:
+        rows = [[params[n][i] for n in names] for i in range(len(state))]
+        phi = tuple(None if None in r else tuple(r) for r in rows)
     D_phi = tuple(out_params[n] for n in names) if out_params is not None and names else None
     return NeuronJacobians(
-        tuple(tuple(row) for row in state),
+        tuple(None if row is None else tuple(row) for row in state),
         cur,
         cur if recurrent else None,
-        phi,
+        phi,  # type: ignore[arg-type]
         tuple(out) if out is not None else None,
         D_phi,
     )
@@ -110,12 +161,13 @@ def dense(J: NeuronJacobians, ref: Tensor, n_gates: int) -> DenseJacobians:
     ``out`` (B, N, k), ``out_params`` (B, N, P); None where ``J`` has None.
     """
     B, N = ref.shape
+    J = J.complete()
 
     def full(e: Entry, shape: tuple[int, ...]) -> Tensor:
         return e.expand(shape) if isinstance(e, Tensor) else ref.new_full(shape, float(e))
 
-    def grid(rows: Sequence[Sequence[Entry]]) -> Tensor:
-        return torch.stack([torch.stack([full(e, (B, N)) for e in r], -1) for r in rows], -2)
+    def grid(rows: Sequence[Sequence[Entry] | None]) -> Tensor:
+        return torch.stack([torch.stack([full(e, (B, N)) for e in r or ()], -1) for r in rows], -2)
 
     def gates(col: Sequence[Entry]) -> Tensor:  # [κ] (B, G, N) -> (B, N, k, G)
         return torch.stack([full(e, (B, n_gates, N)).transpose(1, 2) for e in col], -2)

@@ -87,30 +87,41 @@ class LIF(Cell):
     ) -> tuple[LIFState, NeuronJacobians]:
         a = total_current(a_in, a_rec)[..., 0, :]
         alpha, th, v0, z0 = p["decay"], p["threshold"], state.v, state.z
-        keep = 0.0 if self.detach_reset else 1.0  # the reset's own derivative, or none
+        trained = self.trainable_names  # the derivatives of fixed φ are not computed
+        dv_dz: Tensor | float = 0.0  # the reset's own derivative (none if detached)
         dv_dth: Tensor | float
         if self.reset == "hard":
-            v = alpha * v0 * (1 - z0) + a
-            dv_dv, dv_dz, dv_dalpha, dv_dth = (
-                alpha * (1 - z0),
-                -keep * alpha * v0,
-                v0 * (1 - z0),
-                0.0,
-            )
+            not_spiked = 1 - z0
+            dv_dv: Tensor | float = alpha * not_spiked
+            v = dv_dv * v0 + a
+            if not self.detach_reset:
+                dv_dz = -(alpha * v0)
+            dv_dalpha = v0 * not_spiked if "decay" in trained else 0.0
+            dv_dth = 0.0
         else:
             v = alpha * v0 + a - th * z0
-            dv_dv, dv_dz, dv_dalpha, dv_dth = alpha, -keep * th, v0, -z0
-        sg = self.surrogate.derivative(v - th)  # ∂z_t/∂v_t
+            dv_dv, dv_dalpha, dv_dth = alpha, v0, -z0
+            if not self.detach_reset:
+                dv_dz = -th
+        x = v - th
+        sg = self.surrogate.derivative(x)  # ∂z_t/∂v_t
+        params: dict[str, list[Tensor | float | None]] = {}
+        out_params: dict[str, Tensor | float] = {"decay": 0.0}
+        if "decay" in trained:
+            params["decay"] = [dv_dalpha, None]
+        if "threshold" in trained:
+            params["threshold"] = [dv_dth, None]
+            out_params["threshold"] = -sg
         J = pack_jacobians(
             self,
-            state=[[dv_dv, dv_dz], [sg * dv_dv, sg * dv_dz]],
+            state=[[dv_dv, dv_dz], None],  # z's row is implied by the output map
             current=[1.0, sg],
             recurrent=a_rec is not None,
-            params={"decay": [dv_dalpha, sg * dv_dalpha], "threshold": [dv_dth, sg * (dv_dth - 1)]},
+            params=params,
             out=[sg, 0.0],
-            out_params={"decay": 0.0, "threshold": -sg},
+            out_params=out_params,
         )
-        return LIFState(v, (v - th > 0).to(v.dtype)), J
+        return LIFState(v, (x > 0).to(v.dtype)), J
 
     def extra_repr(self) -> str:
         detach = ", detach_reset=True" if self.detach_reset else ""

@@ -76,21 +76,29 @@ class SNU(Cell):
     ) -> tuple[SNUState, NeuronJacobians]:
         a = total_current(a_in, a_rec)[..., 0, :]
         d, b, s0, y0 = p["decay"], p["b"], state.s, state.y
-        pre = a + d * s0 * (1 - y0)
+        not_spiked = 1 - y0
+        pre = a + d * s0 * not_spiked
         r = (pre > 0).to(pre.dtype)  # ReLU'
         s = pre * r
-        hp = self.activation_derivative(s + b)  # ∂y_t/∂s_t
-        ds_ds, ds_dy, ds_dd = r * d * (1 - y0), -r * d * s0, r * s0 * (1 - y0)
+        sb = s + b
+        hp = self.activation_derivative(sb)  # ∂y_t/∂s_t
+        rd = r * d
+        trained = self.trainable_names  # the derivatives of fixed φ are not computed
+        params: dict[str, list[Tensor | float | None]] = {}
+        if "decay" in trained:
+            params["decay"] = [r * s0 * not_spiked, None]
+        if "b" in trained:
+            params["b"] = [0.0, None]
         J = pack_jacobians(
             self,
-            state=[[ds_ds, ds_dy], [hp * ds_ds, hp * ds_dy]],
+            state=[[rd * not_spiked, -(rd * s0)], None],  # y's row is implied by the map
             current=[r, hp * r],
             recurrent=a_rec is not None,
-            params={"decay": [ds_dd, hp * ds_dd], "b": [0.0, hp]},
+            params=params,
             out=[hp, 0.0],
             out_params={"decay": 0.0, "b": hp},
         )
-        return SNUState(s, self.activation(s + b).detach()), J
+        return SNUState(s, self.activation(sb).detach()), J
 
 
 class SoftSNU(SNU):

@@ -44,7 +44,7 @@ class ParamBlock:
     def to_param_shape(self, g: Tensor, n: int) -> dict[str, Tensor]:
         """(N, C) per-neuron gradient -> {local name: gradient in the parameter's shape}."""
         if self.kind == "phi":
-            return {name: g[:, q] for q, name in enumerate(self.names)}
+            return {name: g[:, q].contiguous() for q, name in enumerate(self.names)}
         if self.kind == "b":
             return {"b": g.T.reshape(-1)}
         if self.gates == 1:

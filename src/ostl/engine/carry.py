@@ -66,20 +66,30 @@ def advance_stats(
     ``target`` is checked when it is a floating-point tensor; ``signal`` and ``loss`` are None
     at a step without a target.
     """
-    checks = (x, target if isinstance(target, Tensor) and target.is_floating_point() else None)
-    ok = torch.stack(
-        [_true(x.device) if c is None else torch.isfinite(c).all() for c in (*checks, signal)]
-    )
-    first_bad = torch.where(ok | (s.first_bad >= 0), s.first_bad, s.t)
+    tgt = target if isinstance(target, Tensor) and target.is_floating_point() else None
+    # v·0 is NaN exactly where v is NaN or ±Inf and cannot overflow: one dot product each
+    probe = torch.stack([_zero(x.device) if c is None else _probe(c) for c in (x, tgt, signal)])
+    first_bad = torch.where((probe != probe) & (s.first_bad < 0), s.t, s.first_bad)
     if loss is None:
         return Stats(s.t + 1, s.loss_sum, s.n_losses, first_bad)
     return Stats(s.t + 1, s.loss_sum + loss, s.n_losses + 1, first_bad)
 
 
+def _probe(c: Tensor) -> Tensor:
+    """Σ c·0 as one dot product: 0, or NaN if c holds NaN or ±Inf."""
+    v = c.reshape(-1)
+    return torch.dot(v, _zeros(v.shape[0], v.dtype, v.device))
+
+
+@functools.lru_cache(maxsize=64)
+def _zeros(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.zeros(n, dtype=dtype, device=device)
+
+
 @functools.cache
-def _true(device: torch.device) -> Tensor:
-    """A constant True on ``device`` (for the entries a step does not check)."""
-    return torch.ones((), dtype=torch.bool, device=device)
+def _zero(device: torch.device) -> Tensor:
+    """A constant 0 on ``device`` (the probe of an entry a step does not check)."""
+    return torch.zeros((), device=device)
 
 
 def _children(node: Any) -> Iterator[tuple[str, Any]]:

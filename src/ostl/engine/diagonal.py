@@ -131,15 +131,17 @@ def advance(
 
         assert H is not None
         J = with_self_recurrence(J, H, p.o)
+    if p.mode != "map":
+        J = J.complete()  # the output's row is read
     B, N = x.shape[0], p.n
     ref = y_prev
-    S = J.state
+    S = J.row
     mem, o = p.mem, p.o
     if p.mode == "map":  # fold the path through y_{t-1} into the recursion
-        A_rows = [[_add(S[i][j], _mul(S[i][o], trace.D[jj])) for jj, j in enumerate(mem)]
+        A_rows = [[_add(S(i)[j], _mul(S(i)[o], trace.D[jj])) for jj, j in enumerate(mem)]
                   for i in mem]  # fmt: skip
     else:
-        A_rows = [[S[i][j] for j in mem] for i in mem]
+        A_rows = [[S(i)[j] for j in mem] for i in mem]
     A = _grid(A_rows, B, N, ref) if mem else None
     w = w_old = None
     if L is not None and mem:
@@ -147,7 +149,7 @@ def advance(
             assert J.out is not None
             w = _stack([_mul(L, J.out[i]) for i in mem], B, N, ref)
         elif p.mode == "memoryless":
-            w_old = _stack([_mul(L, S[o][i]) for i in mem], B, N, ref)
+            w_old = _stack([_mul(L, S(o)[i]) for i in mem], B, N, ref)
         else:
             w = _stack([L if i == o else 0.0 for i in mem], B, N, ref)
     grads: dict[str, Tensor] | None = {} if L is not None else None
@@ -185,10 +187,10 @@ def _immediate(
     B, N = x.shape[0], p.n
     if blk.kind == "phi":
         assert J.params is not None
-        rows = [[J.params[i][q] for q in blk.index] for i in p.mem]
+        rows = [[J.param_row(i)[q] for q in blk.index] for i in p.mem]
         if p.mode == "map":  # φ's direct path into y_{t-1}, folded like the state's
             rows = [
-                [_add(e, _mul(J.state[i][p.o], D_phi[qq])) for qq, e in enumerate(row)]
+                [_add(e, _mul(J.row(i)[p.o], D_phi[qq])) for qq, e in enumerate(row)]
                 for i, row in zip(p.mem, rows)
             ]
         coef = _grid(rows, B, N, y_prev).permute(0, 2, 1, 3).contiguous()  # (M, B, P, N)
@@ -227,7 +229,9 @@ def _direct(
         o = p.o
         if blk.kind == "phi":
             assert J.params is not None
-            extra = torch.stack([_sum_b(_mul(L, J.params[o][q]), B, N, L) for q in blk.index], -1)
+            extra = torch.stack(
+                [_sum_b(_mul(L, J.param_row(o)[q]), B, N, L) for q in blk.index], -1
+            )
         else:
             col = J.a_rec if blk.kind == "H" else J.a_in
             assert col is not None
@@ -274,7 +278,10 @@ def _sum_b(e: Entry, B: int, N: int, ref: Tensor) -> Tensor:
 def _stack(entries: Sequence[Entry], B: int, N: int, ref: Tensor) -> Tensor:
     """(len, B, N) from (B, N) entries; numbers are filled in."""
     if len(entries) == 1 and isinstance(entries[0], Tensor):
-        return entries[0].expand(B, N).contiguous().unsqueeze(0)
+        e = entries[0]
+        if e.shape == (B, N) and e.is_contiguous():
+            return e.view(1, B, N)
+        return e.expand(B, N).contiguous().unsqueeze(0)
     return torch.stack(
         [e.expand(B, N) if isinstance(e, Tensor) else ref.new_full((B, N), float(e))
          for e in entries]
@@ -284,5 +291,8 @@ def _stack(entries: Sequence[Entry], B: int, N: int, ref: Tensor) -> Tensor:
 def _grid(rows: Sequence[Sequence[Entry]], B: int, N: int, ref: Tensor) -> Tensor:
     """(rows, cols, B, N) from a grid of (B, N) entries."""
     if len(rows) == 1 and len(rows[0]) == 1:
+        e = rows[0][0]
+        if isinstance(e, Tensor) and e.shape == (B, N) and e.is_contiguous():
+            return e.view(1, 1, B, N)
         return _stack(rows[0], B, N, ref).unsqueeze(0)
     return torch.stack([_stack(r, B, N, ref) for r in rows])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..cells.base import NeuronJacobians
+from ..cells.base import Entry, NeuronJacobians
 
 __all__ = ["with_self_recurrence"]
 
@@ -25,8 +25,11 @@ def with_self_recurrence(J: NeuronJacobians, H: Tensor, o: int) -> NeuronJacobia
     G = H.shape[0] // H.shape[1]
     N = H.shape[1]
     H_pp = H.detach().view(G, N, N).diagonal(dim1=1, dim2=2)  # (G, N): H_g[p, p]
-    state = []
+    state: list[tuple[Entry, ...] | None] = []
     for kappa, row in enumerate(J.state):
+        if row is None:  # an implied output row (see NeuronJacobians.complete)
+            state.append(None)
+            continue
         rec = J.a_rec[kappa]
         self_term = (rec * H_pp).sum(-2)  # (B, N) (or (G, N) summed when rec is a number)
         state.append(tuple(e + self_term if j == o else e for j, e in enumerate(row)))

@@ -98,6 +98,7 @@ class TraceEngine:
         self.layers = net.typed_layers
         self.plans = [self._plan(i, layer) for i, layer in enumerate(self.layers)]
         self.consts: dict[str, list[Tensor | None]] = {}
+        self._dtype = net.dtype
         if rule.signal == "random":
             self.consts["feedback"] = draw_feedback(net, rule.seed)
         elif rule.signal in ("target", "error"):
@@ -123,6 +124,7 @@ class TraceEngine:
         """Resting network state, zero traces, zero counters for ``batch_size`` sequences."""
         net = self.net
         dtype, device = net.dtype, net.device
+        self._dtype = dtype  # for the target checks (a property that walks the parameters)
         traces: list[Any] = []
         for lp, layer in zip(self.plans, self.layers):
             if lp.trace == "exact":
@@ -321,15 +323,25 @@ class TraceEngine:
         return out[::-1]
 
     def _check_projected_target(self, target: Any, batch: int) -> None:
-        net = self.net
-        want = f"a float target y*_t of shape ({batch}, {net.n_out}) in {net.dtype}"
+        net, dtype = self.net, self._dtype
+        if (
+            isinstance(target, Tensor)
+            and target.dtype == dtype
+            and target.shape
+            == (
+                batch,
+                net.n_out,
+            )
+        ):
+            return
+        want = f"a float target y*_t of shape ({batch}, {net.n_out}) in {dtype}"
         if not isinstance(target, Tensor) or not target.is_floating_point():
             got = target.dtype if isinstance(target, Tensor) else type(target).__name__
             shape = f" of shape {tuple(target.shape)}" if isinstance(target, Tensor) else ""
             raise DTypeError(
                 f"{self.rule.name.upper()} projects the target vector itself: expected {want} "
                 f"(one-hot for classes), got {got}{shape}. For class labels pass "
-                f"torch.nn.functional.one_hot(labels, {net.n_out}).to({net.dtype}) and a loss "
+                f"torch.nn.functional.one_hot(labels, {net.n_out}).to({dtype}) and a loss "
                 "that takes one-hot targets."
             )
         if tuple(target.shape) != (batch, net.n_out):
@@ -338,5 +350,5 @@ class TraceEngine:
                 f"expected {want}, got shape {tuple(target.shape)} (its last dimension must "
                 "equal the network's output)"
             )
-        if target.dtype != net.dtype:
+        if target.dtype != dtype:
             raise DTypeError(f"{self.rule.name.upper()}: expected {want}, got dtype {target.dtype}")

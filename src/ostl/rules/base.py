@@ -38,7 +38,7 @@ values are let through to the gradient, which the Learner detects before the upd
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -148,13 +148,16 @@ class Runner:
         self.engine = engine
         self.net = engine.net
         self.params: dict[str, nn.Parameter] = engine.params
-        self.grads: Grads = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        # accumulated gradients; None until the first contribution after zero_grads (the
+        # step's own tensor is kept, not copied: no zero-filling and adding per update)
+        self._grads: dict[str, Tensor | None] = dict.fromkeys(self.params)
         self.batch_size: int | None = None
         self.carry: Any = None
         self.steps = 0
         self.nonfinite = "raise"
         self.on_layer_update: Callable[[int], None] | None = None
         self._loss_fn: LossFn | None = None
+        self._x_spec: tuple[tuple[int, int], torch.dtype, torch.device] | None = None
 
     # -- what the engine holds, by name ----------------------------------------------------
     @property
@@ -180,17 +183,20 @@ class Runner:
         self.carry = self.engine.init(batch_size)
         self.batch_size = batch_size
         self.steps = 0
+        # what each step's input must be (read once: the network's dtype and device are
+        # properties that walk its parameters)
+        net = self.net
+        self._x_spec = ((batch_size, net.n_in), net.dtype, net.device)
 
     def step(self, x_t: Tensor, target_t: Any, loss_fn: LossFn) -> Tensor:
         """One time step; returns the network output y_t (B, n_out), detached."""
         if self.batch_size is None:
             raise OSTLError("call reset(batch_size) before step()")
-        net = self.net
-        check_tensor(
-            x_t, "x_t", shape=(self.batch_size, net.n_in), dtype=net.dtype, device=net.device
-        )
+        assert self._x_spec is not None
+        shape, dtype, device = self._x_spec
+        check_tensor(x_t, "x_t", shape=shape, dtype=dtype, device=device)
         if target_t is not None:
-            _check_target(target_t, self.batch_size, net.device)
+            _check_target(target_t, self.batch_size, device)
         if self.nonfinite == "raise" and self.engine.eager_checks:
             check_finite(x_t, f"x_t at step {self.steps} of the sequence")
             if target_t is not None:
@@ -216,11 +222,28 @@ class Runner:
         assert self.on_layer_update is not None
         self.on_layer_update(i)
 
+    @property
+    def grads(self) -> Grads:
+        """dE/dθ accumulated since the last :meth:`zero_grads`, keyed like ``params``."""
+        return {n: self.grad(n) for n in self._grads}
+
+    def grad(self, name: str) -> Tensor:
+        """The accumulated gradient of one parameter (zeros if nothing was added yet)."""
+        g = self._grads[name]
+        if g is None:
+            g = self._grads[name] = torch.zeros_like(self.params[name])
+        return g
+
     def _accumulate(self, g: Grads) -> None:
-        acc = self.grads
+        acc = self._grads
         for n, v in g.items():
-            if n in acc:
-                acc[n].add_(v)
+            if n not in acc:
+                continue
+            cur = acc[n]
+            if cur is None:
+                acc[n] = v
+            else:
+                cur.add_(v)
 
     def flush(self) -> None:
         """Finish what is pending (BPTT's backward pass; nothing for online rules)."""
@@ -237,8 +260,10 @@ class Runner:
         if cause is not None:
             raise NonFiniteError(f"{cause}: expected finite values, found NaN or Inf")
 
-    def zero_grads(self) -> None:
-        torch._foreach_zero_(list(self.grads.values()))
+    def zero_grads(self, names: Iterable[str] | None = None) -> None:
+        """Forget the accumulated gradients (of ``names``; default: all)."""
+        for n in self.params if names is None else names:
+            self._grads[n] = None
 
     def restart_stream(self) -> None:
         """Resting network state and zero traces, keeping the step and loss counters.
@@ -315,14 +340,13 @@ class Runner:
             self.carry = self.engine.restore(carry, loss_fn or self._loss_fn)
         else:  # saved before any reset: so is this one now
             self.batch_size, self.carry = None, None
-        for n, g in grads.items():
-            self.grads[n].copy_(g)
+        self._grads = dict(grads)
         self.engine.consts.update(consts)
         self.steps = int(state["steps"])
 
     def named_state(self) -> Iterator[tuple[str, Tensor]]:
         """(dotted name, tensor) of everything in :meth:`state_dict`: names a bad tensor."""
-        yield from tree.named_tensors(self.grads, "grads")
+        yield from tree.named_tensors(self._grads, "grads")
         yield from tree.named_tensors(self.carry, "carry")
         yield from tree.named_tensors(self.engine.consts, "consts")
 
@@ -331,7 +355,11 @@ class Runner:
         return (t for _, t in self.named_state())
 
     def state_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.state_tensors())
+        """Bytes of the carry, the fixed matrices and one gradient per trainable parameter
+        (what the runner holds at an update, whether or not a gradient is pending now)."""
+        held = (*tree.tensors(self.carry), *tree.tensors(self.engine.consts))
+        grads = sum(p.numel() * p.element_size() for p in self.params.values())
+        return grads + sum(t.numel() * t.element_size() for t in held)
 
 
 def _check_target(target: Any, batch_size: int, device: torch.device) -> None:
