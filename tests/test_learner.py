@@ -185,3 +185,39 @@ def test_learner_checks_its_arguments() -> None:
     learner = ostl.Learner(net, "ostl", loss_fn=mse, optimizer=opt)
     with pytest.raises(ostl.OSTLError, match="reset"):
         learner.step(torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_a_compiled_step_learns_like_the_eager_one() -> None:
+    """compile=True runs the same maths: outputs and weights after online updates agree."""
+
+    def train(compile: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        net = make_net("lif", [3, 5, 4], recurrent=True).float()
+        learner = ostl.Learner(
+            net,
+            "osttp",
+            loss_fn=ostl.losses.mse,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+            compile=compile,
+        )
+        xs, ts = sequence(8, 2, 3)
+        learner.reset(2)
+        ys = [learner.step(x.float(), t.float() if i % 2 else None) for i, (x, t) in
+              enumerate(zip(xs, ts))]  # fmt: skip
+        return torch.stack(ys), {k: v.clone() for k, v in net.state_dict().items()}
+
+    (y0, w0), (y1, w1) = train(False), train(True)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
+    for k, v in w0.items():
+        torch.testing.assert_close(w1[k], v, rtol=1e-5, atol=1e-6)
+    assert (
+        float((w0["layers.0.W"] - make_net("lif", [3, 5, 4], True).float().layers[0].W).norm()) > 0
+    )
+
+
+def test_compile_is_refused_where_it_cannot_apply() -> None:
+    net = make_net("lif", [3, 4], recurrent=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="online trace rules"):
+        ostl.Learner(net, "bptt", loss_fn=mse, optimizer=opt, update_every=None, compile=True)
+    with pytest.raises(ValueError, match="choose one"):
+        ostl.Learner(net, "osttp", loss_fn=mse, optimizer=opt, unlocked=True, compile=True)

@@ -31,7 +31,7 @@ import torch
 from .cells import CELLS
 from .errors import OSTLError
 from .numerics import flush_denormals_globally
-from .rules import RULES
+from .rules import RULES, TraceRule
 
 __all__ = ["main", "build_parser"]
 
@@ -130,7 +130,16 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
         cfg = TrainConfig()
     given = {
         k: getattr(args, k)
-        for k in (*_BUDGET, "task", "device", "threads", "nonfinite", "hardware", "pcm_update")
+        for k in (
+            *_BUDGET,
+            "task",
+            "device",
+            "threads",
+            "nonfinite",
+            "hardware",
+            "pcm_update",
+            "compile",
+        )  # fmt: skip
         if getattr(args, k, None) is not None
     }
     if getattr(args, "rule", None) is not None:
@@ -242,6 +251,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = _config(args)
         if cfg.rule not in RULES:
             raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
+        if cfg.compile and not issubclass(RULES[cfg.rule], TraceRule):
+            raise CLIError(f"--compile applies to the online trace rules, not to {cfg.rule}")
         out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
         if out.exists() and not out.is_dir():
             raise CLIError(f"--out {out}: exists and is not a folder")
@@ -286,7 +297,17 @@ def _resume_dir(args: argparse.Namespace) -> Path:
     """The run folder of --resume, checked; no run option may be given with it."""
     given = [
         "--" + k.replace("_", "-")
-        for k in (*_BUDGET, "task", "device", "threads", "nonfinite", "rule", "config", "out")
+        for k in (
+            *_BUDGET,
+            "task",
+            "device",
+            "threads",
+            "nonfinite",
+            "rule",
+            "config",
+            "out",
+            "compile",
+        )  # fmt: skip
         if getattr(args, k, None) is not None
     ] + (["--task-opt"] if args.task_opt else [])
     if given:
@@ -376,6 +397,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", help="output folder (default runs/<name>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="run the online rule's step under torch.compile (compiles in the first steps; "
+        "BENCHMARKS.md says where it pays off)",
+    )
     p.add_argument(
         "--nonfinite",
         choices=("raise", "skip"),

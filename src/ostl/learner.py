@@ -81,6 +81,9 @@ class Learner:
         same_target_steps: (distributed) every rank has its targets at the same steps, as when
             the ranks take slices of the same global batches (``ostl.train``): an update window
             without any target then skips the all-reduce instead of asking the other ranks.
+        compile: run the rule's whole step under ``torch.compile`` (trace rules only, not with
+            ``unlocked``); the first steps compile it (seconds on a CPU). See BENCHMARKS.md
+            for where it pays off.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Learner:
         nonfinite: str = "raise",
         distributed: bool = False,
         same_target_steps: bool = False,
+        compile: bool = False,
     ) -> None:
         if update_every is not None and (
             not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
@@ -128,6 +132,13 @@ class Learner:
                     f"needs update_every=1, got {update_every!r}"
                 )
             _check_unlockable(self.runner).on_layer_update = self._update_layer
+        if compile:
+            if self.unlocked:
+                raise OptionError(
+                    "compile=True compiles the whole step; unlocked=True applies updates in the "
+                    "middle of it: choose one"
+                )
+            self.runner.compile()
         self.distributed = bool(distributed)
         self.same_target_steps = bool(same_target_steps)
         if self.distributed:

@@ -56,7 +56,7 @@ from .resume import (
     this_rank,
     to_device,
 )
-from .rules import BPTT, RULES, Rule, get_rule
+from .rules import BPTT, RULES, Rule, TraceRule, get_rule
 from .rules.base import NONFINITE
 from .tasks import Task, get_task, task_options
 
@@ -96,6 +96,8 @@ class TrainConfig:
         pcm_update: with ``hardware="pcm"``: ``"mixed"`` or ``"direct"`` (learn online on the
             crossbars) or ``"offline"`` (train in software, then program the crossbars).
         nonfinite: ``"raise"`` or ``"skip"`` updates with NaN/Inf (see :class:`ostl.Learner`).
+        compile: run the rule's step under ``torch.compile`` (trace rules; see
+            :class:`ostl.Learner`).
     """
 
     task: str = "digits"
@@ -114,6 +116,7 @@ class TrainConfig:
     hardware: str | None = None
     pcm_update: str = "mixed"
     nonfinite: str = "raise"
+    compile: bool = False
 
     def resolve(self, task: Task) -> TrainConfig:
         """A copy with every None budget field set to the task's default, checked."""
@@ -309,6 +312,8 @@ def train(
         optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr),
         update_every=update_every(rule, cfg.schedule),
         nonfinite=cfg.nonfinite,
+        # compile the online trace rules' step; BPTT and RTRL run eagerly (ostl compare)
+        compile=cfg.compile and isinstance(rule, TraceRule),
         distributed=dist.active(),
         same_target_steps=True,  # every rank slices the same global batches
     )

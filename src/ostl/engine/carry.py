@@ -14,7 +14,6 @@ where a decision is needed (at an optimizer update, at the end of a sequence).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -67,8 +66,8 @@ def advance_stats(
     at a step without a target.
     """
     tgt = target if isinstance(target, Tensor) and target.is_floating_point() else None
-    # v·0 is NaN exactly where v is NaN or ±Inf and cannot overflow: one dot product each
-    probe = torch.stack([_zero(x.device) if c is None else _probe(c) for c in (x, tgt, signal)])
+    # c·0 is NaN exactly where c is NaN or ±Inf, and its sum cannot overflow
+    probe = torch.stack([x.new_zeros(()) if c is None else _probe(c) for c in (x, tgt, signal)])
     first_bad = torch.where((probe != probe) & (s.first_bad < 0), s.t, s.first_bad)
     if loss is None:
         return Stats(s.t + 1, s.loss_sum, s.n_losses, first_bad)
@@ -76,20 +75,8 @@ def advance_stats(
 
 
 def _probe(c: Tensor) -> Tensor:
-    """Σ c·0 as one dot product: 0, or NaN if c holds NaN or ±Inf."""
-    v = c.reshape(-1)
-    return torch.dot(v, _zeros(v.shape[0], v.dtype, v.device))
-
-
-@functools.lru_cache(maxsize=64)
-def _zeros(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.zeros(n, dtype=dtype, device=device)
-
-
-@functools.cache
-def _zero(device: torch.device) -> Tensor:
-    """A constant 0 on ``device`` (the probe of an entry a step does not check)."""
-    return torch.zeros((), device=device)
+    """Σ c·0: 0, or NaN if c holds NaN or ±Inf."""
+    return (c * 0).sum()
 
 
 def _children(node: Any) -> Iterator[tuple[str, Any]]:

@@ -195,10 +195,10 @@ def _immediate(
             ]
         coef = _grid(rows, B, N, y_prev).permute(0, 2, 1, 3).contiguous()  # (M, B, P, N)
         return coef, x.new_ones(B, 1)
-    col = J.a_rec if blk.kind == "H" else J.a_in
+    col = J.a_rec if blk.recurrent else J.a_in
     assert col is not None
     entries = [col[i] for i in p.mem]
-    pre = y_prev if blk.kind == "H" else (x.new_ones(B, 1) if blk.kind == "b" else x)
+    pre = blk.pre(x, y_prev)
     if all(not isinstance(e, Tensor) and float(e) == 1.0 for e in entries):
         return None, pre
     shape = (B, blk.gates, N)
@@ -233,7 +233,7 @@ def _direct(
                 [_sum_b(_mul(L, J.param_row(o)[q]), B, N, L) for q in blk.index], -1
             )
         else:
-            col = J.a_rec if blk.kind == "H" else J.a_in
+            col = J.a_rec if blk.recurrent else J.a_in
             assert col is not None
             d = _mul(L.unsqueeze(1), col[o])  # (B, G, N): L ⊙ ∂y_t/∂a (direct)
             shape = (B, blk.gates, N)
@@ -241,7 +241,7 @@ def _direct(
             if blk.kind == "b":
                 extra = delta.sum(0).T  # (N, G)
             else:
-                pre = y_prev if blk.kind == "H" else x
+                pre = blk.pre(x, y_prev)
                 extra = (delta.permute(2, 1, 0).reshape(N * blk.gates, B) @ pre).view(N, -1)
     if extra is None:
         assert g is not None

@@ -117,6 +117,6 @@ def _immediate(
         return J_phi[..., list(blk.index)]
     if blk.kind == "b":
         return J_in
-    J, pre = (J_in, x) if blk.kind == "W" else (J_rec, y_prev)
+    J, pre = (J_rec, y_prev) if blk.recurrent else (J_in, blk.pre(x, y_prev))
     B, N, k, G = J.shape
     return (J.unsqueeze(-1) * pre[:, None, None, None, :]).reshape(B, N, k, G * pre.shape[-1])

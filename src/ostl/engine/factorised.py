@@ -76,13 +76,7 @@ def advance(
 ) -> tuple[FactorisedTrace, dict[str, Tensor] | None]:
     """x̄ ← α x̄ + x (and ȳ, the bias's scalar), in place; contracted with ``L`` if given."""
     for blk in p.blocks:
-        eps = trace.eps[blk.kind].mul_(p.alpha)
-        if blk.kind == "W":
-            eps.add_(x)
-        elif blk.kind == "H":
-            eps.add_(y_prev)
-        else:
-            eps.add_(1.0)
+        trace.eps[blk.kind].mul_(p.alpha).add_(blk.pre(x, y_prev))
     if L is None:
         return trace, None
     assert J.out is not None

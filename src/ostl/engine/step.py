@@ -87,6 +87,8 @@ class TraceEngine:
 
     #: inputs are checked for NaN/Inf at the update, from the carry's record (no host sync)
     eager_checks = False
+    #: the step can run under torch.compile as one graph
+    compilable = True
 
     def __init__(self, rule: TraceRule, net: Network) -> None:
         self.rule = rule

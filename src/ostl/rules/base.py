@@ -158,6 +158,8 @@ class Runner:
         self.on_layer_update: Callable[[int], None] | None = None
         self._loss_fn: LossFn | None = None
         self._x_spec: tuple[tuple[int, int], torch.dtype, torch.device] | None = None
+        self._step_fn = engine.step
+        self.compiled = False
 
     # -- what the engine holds, by name ----------------------------------------------------
     @property
@@ -211,11 +213,26 @@ class Runner:
                     None, self.carry, x_t, target_t, loss_fn, self._apply_layer
                 )
             else:
-                y, g, self.carry = self.engine.step(None, self.carry, x_t, target_t, loss_fn)
+                y, g, self.carry = self._step_fn(None, self.carry, x_t, target_t, loss_fn)
                 if g is not None:
                     self._accumulate(g)
         self.steps += 1
         return y
+
+    def compile(self) -> None:
+        """Run the rule's step under ``torch.compile`` from now on (trace rules only).
+
+        The whole step (every layer's forward and Jacobians, the learning signals, the trace
+        updates, the counters) becomes one graph; the fused trace operation stays one call.
+        The first steps with and without a target each compile once (seconds on a CPU).
+        """
+        if not getattr(self.engine, "compilable", False):
+            raise OptionError(
+                f"{self.rule!r}: compile=True applies to the online trace rules; BPTT and RTRL "
+                "build autograd graphs across steps and run eagerly"
+            )
+        self._step_fn = torch.compile(self.engine.step, dynamic=False)
+        self.compiled = True
 
     def _apply_layer(self, i: int, g: Grads) -> None:
         self._accumulate(g)
