@@ -62,6 +62,7 @@ def test_compare_prints_the_side_by_side_table(
         (["train", "--task-opt", "colour=red"], "no option 'colour'"),
         (["train", "--config", "/no/such/config.json"], "cannot read the config"),
         (["train", "--device", "cuda:7"], "device"),
+        (["train", "--rule", "bptt", "--compile"], "--compile applies to the online trace"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(

@@ -240,7 +240,8 @@ class Learner:
         """True if the final gradients of ``names`` are finite; else raise or skip (policy).
 
         One host synchronisation when they are finite. Otherwise the stream is restarted if
-        the rule's state or traces hold NaN/Inf (weights are kept), and then: ``"raise"``
+        the rule's state or traces hold NaN/Inf (weights are kept; the record of non-finite
+        inputs is cleared either way), and then: ``"raise"``
         raises naming the first non-finite input, target or output error and its step (or the
         poisoned gradients and state); ``"skip"`` zeroes those gradients and counts the skip.
         """
@@ -258,8 +259,10 @@ class Learner:
             if not n.startswith("grads.") and t.is_floating_point() and not all_finite([t])
         ]
         r.zero_grads(names)
-        if poisoned or cause:
+        if poisoned:
             r.restart_stream()  # clean state and traces for the steps that follow
+        else:
+            r.clear_nonfinite()  # reported (or skipped): the record starts afresh
         if self.nonfinite == "raise":
             where = f"at step {self.steps} (update {self.updates + 1})"
             if cause is not None:

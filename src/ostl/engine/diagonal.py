@@ -44,6 +44,7 @@ from .. import kernels
 from ..cells.base import Entry, NeuronJacobians
 from ..layer import Layer
 from .blocks import ParamBlock, param_blocks
+from .snap1 import with_self_recurrence
 
 __all__ = ["DiagonalTrace", "DiagonalPlan", "plan", "init", "advance"]
 
@@ -126,9 +127,7 @@ def advance(
     Returns:
         (the new carry, {local parameter name: gradient} or None without a signal).
     """
-    if p.self_recurrence:
-        from .snap1 import with_self_recurrence  # the one module that knows about H_pp
-
+    if p.self_recurrence:  # SnAp-1
         assert H is not None
         J = with_self_recurrence(J, H, p.o)
     if p.mode != "map":

@@ -289,9 +289,17 @@ class Runner:
         """
         if self.batch_size is not None:
             stats = self.carry.stats
-            fresh = self.engine.init(self.batch_size)
-            clear = torch.full_like(stats.first_bad, -1)
-            self.carry = fresh._replace(stats=stats._replace(first_bad=clear))
+            self.carry = self.engine.init(self.batch_size)._replace(stats=stats)
+            self.clear_nonfinite()
+
+    def clear_nonfinite(self) -> None:
+        """Forget the record of non-finite inputs, targets and signals (see the module
+        docstring), e.g. once it has been reported."""
+        if self.carry is not None:
+            s = self.carry.stats
+            self.carry = self.carry._replace(
+                stats=s._replace(first_bad=torch.full_like(s.first_bad, -1))
+            )
 
     # -- counters (one host synchronisation each) ------------------------------------------
     def first_nonfinite(self) -> str | None:
