@@ -17,7 +17,7 @@ need); :data:`mse` and :data:`bernoulli_nll` take float targets of y's shape.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from .errors import OSTLError, ShapeError, TargetError
 
 __all__ = [
     "LossFn",
+    "Loss",
     "CrossEntropy",
     "MSE",
     "BernoulliNLL",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 LossFn = Callable[[Tensor, Any], Tensor]
+
+
+class Loss(Protocol):
+    """A loss with a closed-form output error (the losses of this module)."""
+
+    def __call__(self, y: Tensor, target: Any) -> Tensor: ...
+
+    def value_and_grad(self, y: Tensor, target: Any) -> tuple[Tensor, Tensor]: ...
 
 
 def _float_target(name: str, y: Tensor, target: Any) -> Tensor:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
 
 from ..cells import CELLS
 from ..layer import Layer, Network, Readout
+from ..losses import Loss
 from .data import Batch
 from .metrics import Metric
 
@@ -125,9 +125,9 @@ class Task(abc.ABC):
     def n_out(self) -> int:
         """Output (readout) size per step."""
 
-    @abc.abstractmethod
-    def loss_fn(self, y: Tensor, target: Tensor) -> Tensor:
-        """Scalar loss of one step, mean over the batch."""
+    #: ``loss_fn(y_t, target_t)``: the scalar loss of one step, mean over the batch (a loss of
+    #: :mod:`ostl.losses`, so that the online rules take its output error in closed form).
+    loss_fn: ClassVar[Loss]
 
     @abc.abstractmethod
     def metric(self) -> Metric:
