@@ -43,26 +43,14 @@ class GRU(Cell):
     def step(
         self, a_in: Tensor, a_rec: Tensor | None, state: GRUState, p: dict[str, Tensor]
     ) -> GRUState:
-        if a_rec is None:  # without H, r gates nothing (W keeps its (3N, n_in) layout)
-            z = torch.sigmoid(a_in[..., 1, :])
-            n = torch.tanh(a_in[..., 2, :])
-        else:
-            r = torch.sigmoid(a_in[..., 0, :] + a_rec[..., 0, :])
-            z = torch.sigmoid(a_in[..., 1, :] + a_rec[..., 1, :])
-            n = torch.tanh(a_in[..., 2, :] + r * a_rec[..., 2, :])
+        _, z, n = _gates(a_in, a_rec)
         return GRUState((1 - z) * n + z * state.h)
 
     def jacobians(
         self, a_in: Tensor, a_rec: Tensor | None, state: GRUState, p: dict[str, Tensor]
     ) -> tuple[GRUState, NeuronJacobians]:
         h0 = state.h
-        if a_rec is None:
-            z = torch.sigmoid(a_in[..., 1, :])
-            n = torch.tanh(a_in[..., 2, :])
-        else:
-            r = torch.sigmoid(a_in[..., 0, :] + a_rec[..., 0, :])
-            z = torch.sigmoid(a_in[..., 1, :] + a_rec[..., 1, :])
-            n = torch.tanh(a_in[..., 2, :] + r * a_rec[..., 2, :])
+        r, z, n = _gates(a_in, a_rec)
         zc = 1 - z
         h = zc * n + z * h0
         dn = zc * (1 - n * n)  # ∂h/∂(candidate's pre-activation)
@@ -70,7 +58,18 @@ class GRU(Cell):
         if a_rec is None:  # r gates nothing
             d_in = torch.stack([torch.zeros_like(h), dz, dn], -2)
             return GRUState(h), NeuronJacobians(((z,),), (d_in,), None, None)
+        assert r is not None
         dr = dn * a_rec[..., 2, :] * r * (1 - r)  # ∂h/∂a_r, through r ⊙ a_rec_n
         d_in = torch.stack([dr, dz, dn], -2)
         d_rec = torch.stack([dr, dz, dn * r], -2)
         return GRUState(h), NeuronJacobians(((z,),), (d_in,), (d_rec,), None)
+
+
+def _gates(a_in: Tensor, a_rec: Tensor | None) -> tuple[Tensor | None, Tensor, Tensor]:
+    """(r, z, n): reset and update gates, candidate. Without H, r gates nothing (None) and W
+    keeps its (3N, n_in) layout."""
+    if a_rec is None:
+        return None, torch.sigmoid(a_in[..., 1, :]), torch.tanh(a_in[..., 2, :])
+    r = torch.sigmoid(a_in[..., 0, :] + a_rec[..., 0, :])
+    z = torch.sigmoid(a_in[..., 1, :] + a_rec[..., 1, :])
+    return r, z, torch.tanh(a_in[..., 2, :] + r * a_rec[..., 2, :])
