@@ -5,10 +5,11 @@ Run ``python -m ostl.bench`` (full, writes ``BENCHMARKS.md``) or ``python -m ost
 
 - :mod:`.workload`: the networks, inputs, loss and methods (rules and baselines) measured;
 - :mod:`.baselines`: BPTT outside ostl (hand-written autograd LIF, snnTorch);
-- :mod:`.memory`, :mod:`.speed`, :mod:`.bandwidth`: the three kinds of measurement;
+- :mod:`.memory`, :mod:`.speed`, :mod:`.ops`, :mod:`.bandwidth`: the kinds of measurement;
 - :mod:`.job`, :mod:`.worker`: one measurement, run in its own process;
 - :mod:`.suite`: which measurements a run makes (quick or full) and running them;
-- :mod:`.machine`, :mod:`.report`, :mod:`.plot`: the report and its figure;
+- :mod:`.goals`: the goals, evaluated on one run's results;
+- :mod:`.machine`, :mod:`.report`, :mod:`.tables`, :mod:`.plot`: the report and its figure;
 - :mod:`.cli`: the command; :func:`main` is what ``ostl bench`` calls.
 """
 

@@ -3,7 +3,7 @@
 ::
 
     python -m ostl.bench                 # full run: writes BENCHMARKS.md and BENCHMARKS.png
-    python -m ostl.bench --quick --out /tmp/B.md     # tiny network, seconds: checks the harness
+    python -m ostl.bench --quick --out /tmp/B.md     # tiny networks, a minute: checks the harness
     python -m ostl.bench --only speed    # one kind of measurement
     python -m ostl.bench --json raw.json # keep the raw results; later, without measuring:
     python -m ostl.bench --from-json raw.json --notes analysis.md
@@ -48,9 +48,10 @@ def build_parser(prog: str = "python -m ostl.bench") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Benchmark ostl: peak memory vs sequence length, time per training step "
-        "against BPTT, snnTorch and inference, and the memory-bandwidth floor of the traces.",
+        "against BPTT, snnTorch and inference (eager and compiled OSTL), aten operations per "
+        "step, and the memory-bandwidth floor of the traces.",
     )
-    p.add_argument("--quick", action="store_true", help="tiny network, short runs (seconds)")
+    p.add_argument("--quick", action="store_true", help="tiny networks, short runs (a minute)")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown report")
     p.add_argument("--threads", type=_positive, default=1, help="torch threads per measurement")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -28,7 +28,7 @@ __all__ = ["Job", "execute", "run_job", "RESULT_TAG"]
 #: Prefix of the line a worker prints its result on.
 RESULT_TAG = "OSTL_BENCH_RESULT "
 
-KINDS = ("speed", "memory", "bandwidth")
+KINDS = ("speed", "memory", "bandwidth", "ops")
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,14 @@ class Job:
     """One measurement.
 
     Attributes:
-        kind: ``"speed"``, ``"memory"`` or ``"bandwidth"``.
+        kind: ``"speed"``, ``"memory"``, ``"bandwidth"`` or ``"ops"`` (aten operations per
+            step, :mod:`.ops`).
         method: ``"forward"``, ``"torch"``, ``"snntorch"`` or a rule name (ignored for
             bandwidth); see :mod:`ostl.bench.workload`.
         net: the network, a :class:`~ostl.bench.workload.NetSpec` as a dict.
         steps: time steps T of a sequence.
         repeats: measured repetitions (speed, bandwidth).
-        warmup: discarded repetitions before them.
+        warmup: discarded repetitions before them (speed, bandwidth, ops).
         threads: ``torch.set_num_threads`` of the measuring process.
         device: ``"cpu"`` or ``"cuda"``.
         seed: seed of the weights and inputs.
@@ -81,47 +82,46 @@ class Job:
         return f"{self.kind} {self.method} T={self.steps} [{NetSpec.from_dict(self.net).label}]"
 
 
+def _measure(job: Job) -> dict[str, Any]:
+    """The measurement of a job, in this process."""
+    from .bandwidth import measure_bandwidth
+    from .memory import measure_memory
+    from .ops import count_ops
+    from .speed import measure_speed
+    from .workload import NetSpec
+
+    if job.kind == "bandwidth":
+        return measure_bandwidth(
+            job.buffer_mib, repeats=job.repeats, warmup=job.warmup, device=job.device
+        )
+    net = NetSpec.from_dict(job.net)
+    if job.kind == "speed":
+        return measure_speed(
+            net,
+            job.method,
+            job.steps,
+            warmup=job.warmup,
+            repeats=job.repeats,
+            seed=job.seed,
+            device=job.device,
+        )
+    if job.kind == "ops":
+        return count_ops(
+            net, job.method, job.steps, warmup=job.warmup, seed=job.seed, device=job.device
+        )
+    return measure_memory(net, job.method, job.steps, seed=job.seed, device=job.device)
+
+
 def execute(job: Job) -> dict[str, Any]:
     """Run a job in this process. Returns the job, its measurements and the process facts."""
     import torch
 
     from ..errors import UnsupportedError
-    from .bandwidth import measure_bandwidth
-    from .memory import measure_memory
-    from .speed import measure_speed
-    from .workload import NetSpec
 
     torch.set_num_threads(job.threads)
     out: dict[str, Any] = {"job": job.to_dict(), "threads": torch.get_num_threads()}
     try:
-        if job.kind == "bandwidth":
-            out.update(
-                measure_bandwidth(
-                    job.buffer_mib, repeats=job.repeats, warmup=job.warmup, device=job.device
-                )
-            )
-        elif job.kind == "speed":
-            out.update(
-                measure_speed(
-                    NetSpec.from_dict(job.net),
-                    job.method,
-                    job.steps,
-                    warmup=job.warmup,
-                    repeats=job.repeats,
-                    seed=job.seed,
-                    device=job.device,
-                )
-            )
-        else:
-            out.update(
-                measure_memory(
-                    NetSpec.from_dict(job.net),
-                    job.method,
-                    job.steps,
-                    seed=job.seed,
-                    device=job.device,
-                )
-            )
+        out.update(_measure(job))
     except UnsupportedError as e:  # e.g. a rule that cannot handle the network, no snnTorch
         out["skipped"] = f"{type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - a failed measurement is reported, not fatal

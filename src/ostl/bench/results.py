@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,6 +50,18 @@ def _median_record(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return ok[(len(ok) - 1) // 2] if ok else rs[0]
 
 
+def _merge_rounds(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One speed record from the processes of every round: ms/step is the median over all their
+    measured sequences, ``ms_per_step_all`` holds them all (the min–max shown), ``rounds`` how
+    many processes measured it; the rest is the first measured process's."""
+    ok = [r for r in rs if Results.ok(r)]
+    if not ok:
+        return rs[0]
+    times = [t for r in ok for t in r["ms_per_step_all"]]
+    return {**ok[0], "ms_per_step": statistics.median(times), "ms_per_step_all": times,
+            "rounds": len(ok)}  # fmt: skip
+
+
 class Results:
     """The results of one run, indexed by what they measured."""
 
@@ -60,16 +73,23 @@ class Results:
         #: process's record in ``memory_all``
         self.memory: dict[tuple[str, int], dict[str, Any]] = {}
         self.memory_all: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        #: (network, method) -> the aten-operation count (:mod:`.ops`)
+        self.ops: dict[tuple[NetSpec, str], dict[str, Any]] = {}
+        speed_all: dict[tuple[NetSpec, str], list[dict[str, Any]]] = {}
         for r in self.all:
             job = Job.from_dict(r["job"])
             if job.kind == "bandwidth":
                 self.bandwidth = r
             elif job.kind == "speed":
-                self.speed[(NetSpec.from_dict(job.net), job.method)] = r
+                speed_all.setdefault((NetSpec.from_dict(job.net), job.method), []).append(r)
+            elif job.kind == "ops":
+                self.ops[(NetSpec.from_dict(job.net), job.method)] = r
             else:
                 self.memory_all.setdefault((job.method, job.steps), []).append(r)
         for key, rs in self.memory_all.items():
             self.memory[key] = _median_record(rs)
+        #: (network, method) -> one record over every round of processes (:func:`_merge_rounds`)
+        self.speed = {key: _merge_rounds(rs) for key, rs in speed_all.items()}
 
     @staticmethod
     def ok(r: dict[str, Any] | None) -> bool:
@@ -83,6 +103,11 @@ class Results:
 
     def ms(self, net: NetSpec, method: str) -> float | None:
         return self.value(self.speed.get((net, method)), "ms_per_step")
+
+    def aten(self, net: NetSpec, method: str, *, top: bool = False) -> float | None:
+        """Aten operations per training step (nested ones included unless ``top``)."""
+        key = "aten_top_per_step" if top else "aten_per_step"
+        return self.value(self.ops.get((net, method)), key)
 
     def extra(self, method: str, T: int) -> float | None:
         return self.value(self.memory.get((method, T)), "extra_bytes")

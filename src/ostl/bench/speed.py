@@ -14,6 +14,9 @@ reset before them. The first ``warmup`` sequences are discarded; the result is t
   per-neuron Jacobian blocks, closed form or derived (the Jacobian path alone).
 
 ``"ostl-torch"`` is OSTL with the fused trace kernel (:mod:`ostl.kernels`) turned off.
+``"ostl-compiled"`` is OSTL with ``Learner(..., compile=True)``: one extra sequence before the
+warm-up ones compiles the step (a target at every step: one graph), off the clock; its wall
+time is recorded, and so are the graphs compiled while the clock ran (none, when all is well).
 For rules that keep eligibility traces (``runner.traces``, the trace rules) the bytes of those
 traces are recorded for the bandwidth floor (:mod:`.bandwidth`).
 For the low-precision variants (``trace_dtype``, :data:`~.workload.VARIANTS`) the gradient of
@@ -28,6 +31,7 @@ import functools
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,11 +39,13 @@ import torch
 from .. import kernels
 from ..api import gradients
 from ..engine import neuron_jacobians
-from ..layer import Layer
+from ..layer import Layer, Network
+from ..learner import Learner
 from ..rules import OSTL
 from .bandwidth import trace_bytes
 from .baselines import bptt_sequence, make_baseline
 from .workload import (
+    COMPILED,
     KERNEL_OFF,
     VARIANTS,
     NetSpec,
@@ -52,7 +58,7 @@ from .workload import (
     one_hot_targets,
 )
 
-__all__ = ["time_sequences", "measure_speed"]
+__all__ = ["Workload", "prepare", "time_sequences", "measure_speed", "compiled_graphs"]
 
 
 def time_sequences(
@@ -84,6 +90,71 @@ def time_sequences(
     return times
 
 
+@dataclass
+class Workload:
+    """One method on one network, ready to run: ``run()`` trains (or infers) one sequence,
+    ``setup()`` (if any) resets the state before it, off the clock."""
+
+    run: Callable[[], None]
+    setup: Callable[[], None] | None = None
+    learner: Learner | None = None
+
+
+def prepare(
+    spec: NetSpec, method: str, steps: int, *, seed: int = 0, device: str = "cpu"
+) -> Workload:
+    """The network, inputs and training loop of ``method`` on ``spec``: see the module docstring."""
+    pool = input_pool(spec, steps, seed=seed, device=device)
+    target = one_hot_targets(spec, seed=seed, device=device)
+    if method == "forward":
+        net = build_network(spec, seed=seed, device=device)
+
+        def infer() -> None:
+            with torch.no_grad():
+                state = net.init_state(spec.batch)
+                for t in range(steps):
+                    _, state = net.step(pool[t], state)
+
+        return Workload(infer)
+    if method in ("jacobians", "jacobians-derived"):
+        net = build_network(spec, seed=seed, device=device)
+        return Workload(functools.partial(_jacobians, net, pool, spec.batch, method))
+    if method in ("torch", "snntorch"):
+        ref = make_baseline(method, spec, seed=seed).to(device)
+        opt = make_optimizer(ref.parameters())
+        return Workload(functools.partial(bptt_sequence, ref, opt, pool, target, steps))
+    learner = make_learner(build_network(spec, seed=seed, device=device), method)
+
+    def train() -> None:
+        for t in range(steps):
+            learner.step(pool[t], target)
+        learner.end_sequence()
+
+    return Workload(train, functools.partial(learner.reset, spec.batch), learner)
+
+
+def _jacobians(net: Network, pool: torch.Tensor, batch: int, method: str) -> None:
+    """Every stateful layer's currents, cell step and Jacobian blocks over the pool's frames."""
+    derive = method == "jacobians-derived"
+    with torch.no_grad():
+        state = list(net.init_state(batch))
+        for x in pool:
+            for i, layer in enumerate(net.layers):
+                if isinstance(layer, Layer):  # the Readout has no Jacobian blocks
+                    a_in, a_rec = layer.currents(x, state[i])
+                    state[i], _ = neuron_jacobians(layer.cell, a_in, a_rec, state[i], derive=derive)
+                    x = getattr(state[i], layer.cell.output)
+
+
+def compiled_graphs() -> int:
+    """Graphs ``torch.compile`` has compiled in this process so far (0 if it cannot tell)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover - torch without dynamo
+        return 0
+    return int(counters["stats"]["unique_graphs"])
+
+
 def measure_speed(
     spec: NetSpec,
     method: str,
@@ -99,7 +170,9 @@ def measure_speed(
     Returns:
         ``ms_per_step`` (median), ``ms_per_step_all`` (every repeat), ``trace_bytes`` (None
         for methods without traces) and ``held_bytes`` (tensors the learner holds; None for
-        methods without a learner).
+        methods without a learner). Compiled variants add ``compile_seconds`` (the first
+        sequence, which compiled the step) and ``recompiles`` (graphs compiled while the clock
+        ran: 0 when the timing is clean).
     """
     with kernels.disabled() if method in KERNEL_OFF else contextlib.nullcontext():
         return _measure(spec, method, steps, warmup, repeats, seed, device)
@@ -108,63 +181,27 @@ def measure_speed(
 def _measure(
     spec: NetSpec, method: str, steps: int, warmup: int, repeats: int, seed: int, device: str
 ) -> dict[str, Any]:
-    pool = input_pool(spec, steps, seed=seed, device=device)
-    target = one_hot_targets(spec, seed=seed, device=device)
+    w = prepare(spec, method, steps, seed=seed, device=device)
     out: dict[str, Any] = {"trace_bytes": None, "held_bytes": None}
-    setup: Callable[[], None] | None = None
-    if method == "forward":
-        net = build_network(spec, seed=seed, device=device)
-
-        def run() -> None:
-            with torch.no_grad():
-                state = net.init_state(spec.batch)
-                for t in range(steps):
-                    _, state = net.step(pool[t], state)
-
-    elif method in ("jacobians", "jacobians-derived"):
-        net = build_network(spec, seed=seed, device=device)
-        derive = method == "jacobians-derived"
-
-        def run() -> None:
-            with torch.no_grad():
-                state = list(net.init_state(spec.batch))
-                for t in range(steps):
-                    x = pool[t]
-                    for i, layer in enumerate(net.layers):
-                        if isinstance(layer, Layer):  # the Readout has no Jacobian blocks
-                            a_in, a_rec = layer.currents(x, state[i])
-                            state[i], _ = neuron_jacobians(
-                                layer.cell, a_in, a_rec, state[i], derive=derive
-                            )
-                            x = getattr(state[i], layer.cell.output)
-
-    elif method in ("torch", "snntorch"):
-        ref = make_baseline(method, spec, seed=seed).to(device)
-        opt = make_optimizer(ref.parameters())
-
-        def run() -> None:
-            bptt_sequence(ref, opt, pool, target, steps)
-
-    else:
-        learner = make_learner(build_network(spec, seed=seed, device=device), method)
-
-        setup = functools.partial(learner.reset, spec.batch)
-
-        def run() -> None:
-            for t in range(steps):
-                learner.step(pool[t], target)
-            learner.end_sequence()
-
-        setup()
-        out["trace_bytes"] = trace_bytes(learner.runner)
-        out["held_bytes"] = learner.state_bytes()
-    times = time_sequences(run, warmup=warmup, repeats=repeats, setup=setup, device=device)
+    if w.learner is not None:
+        w.learner.reset(spec.batch)
+        out["trace_bytes"] = trace_bytes(w.learner.runner)
+        out["held_bytes"] = w.learner.state_bytes()
+    if method in COMPILED:  # compile off the clock: a sequence with a target at every step
+        out["compile_seconds"] = time_sequences(w.run, warmup=0, repeats=1, setup=w.setup)[0]
+        graphs = compiled_graphs()
+    times = time_sequences(w.run, warmup=warmup, repeats=repeats, setup=w.setup, device=device)
+    if method in COMPILED:
+        out["recompiles"] = compiled_graphs() - graphs
     per_step = [1e3 * s / steps for s in times]
     out["ms_per_step"] = statistics.median(per_step)
     out["ms_per_step_all"] = per_step
     if "trace_dtype" in VARIANTS.get(method, {}):
         net = build_network(spec, seed=seed, device=device)
-        out.update(gradient_error(net, method, pool, target))
+        target = one_hot_targets(spec, seed=seed, device=device)
+        out.update(
+            gradient_error(net, method, input_pool(spec, steps, seed=seed, device=device), target)
+        )
     return out
 
 

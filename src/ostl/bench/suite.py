@@ -5,16 +5,21 @@ Full mode (for ``BENCHMARKS.md``):
 - bandwidth: ``copy_`` over 2 × 512 MiB buffers;
 - speed (T = 50 steps per sequence, 1 warm-up + 5 measured sequences):
   LIF feed-forward and LIF with recurrent layer 1 on the headline configuration with every
-  method (forward, hand-written torch BPTT, snnTorch BPTT, and the registered rules of
-  :data:`~ostl.bench.workload.BENCH_RULES`); SNU and LSTM with forward and the rules; LIF with
-  128 neurons per layer (traces in cache) and 1024 (traces far out of cache: the bandwidth
-  floor) with forward, BPTT and OSTL; the OSTL variants (:data:`~.workload.VARIANTS`): derived
-  Jacobians on LIF and SNU, half-precision traces on LIF, LSTM and LIF-1024; the LIF with a
-  subtractive, non-differentiated reset (factorised traces) with forward, BPTT and OSTL;
+  method (forward, hand-written torch BPTT, snnTorch BPTT, the registered rules of
+  :data:`~ostl.bench.workload.BENCH_RULES` and the compiled OSTL); the networks of
+  :func:`goal_nets` (two LSTM or GRU layers of 128 units with forward, BPTT, OSTL, OSTTP and the
+  compiled OSTL; LIF with 1024 neurons per layer, traces far out of cache, and LIF with batch
+  128, with forward, BPTT and OSTL); SNU with forward and the rules; LIF with 128 neurons per
+  layer (traces in cache) with forward, BPTT and OSTL; the OSTL variants
+  (:data:`~.workload.VARIANTS`): derived Jacobians on LIF and SNU, half-precision traces on LIF,
+  LSTM and LIF-1024, the trace update without the fused kernel on LIF and LIF-1024; the LIF with
+  a subtractive, non-differentiated reset (factorised traces) with forward, BPTT and OSTL;
+- ops: aten operations per training step (:mod:`.ops`) on the headline configuration, for
+  BPTT, OSTL, OSTTP, the hand-written torch BPTT and the compiled OSTL;
 - memory: the headline configuration, BPTT and the registered online rules, T ∈ {10², 10³, 10⁴}.
 
-Quick mode runs the same kinds on a tiny network (16 → 32 → 32 → 10, batch 4) with short
-sequences: it checks the harness, its numbers mean little.
+Quick mode runs the same kinds on tiny networks (16 → 32 → 32 → 10, batch 4, and their
+relatives) with short sequences: it checks the harness, its numbers mean little.
 """
 
 from __future__ import annotations
@@ -27,9 +32,17 @@ from typing import Any
 from .job import Job, run_job
 from .workload import HEADLINE, NetSpec, registered_bench_rules
 
-__all__ = ["SuiteConfig", "Plan", "make_plan", "build_jobs", "run_suite", "summarise"]
+__all__ = [
+    "SuiteConfig",
+    "Plan",
+    "goal_nets",
+    "make_plan",
+    "build_jobs",
+    "run_suite",
+    "summarise",
+]
 
-KINDS = ("bandwidth", "speed", "memory")
+KINDS = ("bandwidth", "speed", "ops", "memory")
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,13 @@ class Plan:
     bandwidth_repeats: int
     #: processes per memory entry (the table shows the median: RSS moves by ~1 MiB run to run)
     memory_repeats: int = 1
+    #: methods whose aten operations per step are counted on the headline network (:mod:`.ops`)
+    ops_methods: tuple[str, ...] = ()
+    #: time steps of the profiled sequence
+    ops_steps: int = 50
+    #: rounds of speed processes: every speed job runs once per round, all of them in turn
+    #: (A B C … A B C …), so a slow spell of the machine hits every method alike
+    speed_rounds: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (kept with the raw results, so a report can be rendered again)."""
@@ -74,46 +94,61 @@ class Plan:
         d["speed"] = tuple((NetSpec.from_dict(n), tuple(m)) for n, m in d["speed"])
         d["memory_methods"] = tuple(d["memory_methods"])
         d["memory_steps"] = tuple(d["memory_steps"])
+        d["ops_methods"] = tuple(d.get("ops_methods", ()))
         return cls(**d)
 
 
+def goal_nets(head: NetSpec) -> dict[str, NetSpec]:
+    """The networks the speed goals name, derived from the headline one: ``"lstm"`` and
+    ``"gru"`` (two layers of hidden/2 units: 128 at the headline), ``"wide"`` (LIF, 4× the
+    neurons per layer: 1024) and ``"batch"`` (LIF, 4× the batch: 128)."""
+    small = head.hidden // 2
+    return {
+        "lstm": head.with_(cell="lstm", hidden=small, layers=2),
+        "gru": head.with_(cell="gru", hidden=small, layers=2),
+        "wide": head.with_(hidden=4 * head.hidden),
+        "batch": head.with_(batch=4 * head.batch),
+    }
+
+
 def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
-    """The measurements of quick or full mode.
+    """The measurements of quick or full mode (quick: the compiled OSTL on the headline only).
 
     Args:
-        quick: tiny network and short runs.
+        quick: tiny networks and short runs.
         rules: the rules to measure; default: those of ``BENCH_RULES`` registered now.
     """
     rules = tuple(registered_bench_rules() if rules is None else rules)
-    online = tuple(r for r in rules if r != "bptt")
-    all_methods = ("forward", "torch", "snntorch", *rules)
+    trained = tuple(r for r in ("bptt", "ostl", "osttp") if r in rules)
+    comp = ("ostl-compiled",) if "ostl" in rules else ()
+    comp_big = () if quick else comp  # compiling costs seconds per network
     head = HEADLINE.with_(n_in=16, hidden=32, batch=4) if quick else HEADLINE
-    rec = head.with_(recurrent=True)
-    fact = head.with_(reset="subtract", detach_reset=True)
-    variants = ("ostl-derived", "ostl-torch", "ostl-bf16", "ostl-fp16")
+    nets = goal_nets(head)
+    basic = ("forward", "bptt", "ostl")
+    baselines = ("forward", "torch", "snntorch", *rules)
     jacobians = ("jacobians", "jacobians-derived")
+    variants = ("ostl-derived", "ostl-torch", "ostl-bf16", "ostl-fp16")
+    speed = [
+        (head, (*baselines, *comp, *variants, *jacobians)),
+        (head.with_(recurrent=True), (*baselines, *comp_big)),
+        (head.with_(reset="subtract", detach_reset=True), basic),
+        (nets["lstm"], ("forward", *trained, *comp_big, "ostl-bf16")),
+        (nets["gru"], ("forward", *trained, *comp_big)),
+        (nets["wide"], (*basic, "ostl-torch", "ostl-bf16")),
+        (nets["batch"], basic),
+    ]
+    ops = (*trained, "torch", *comp_big)
+    memory = ("bptt", *(r for r in rules if r != "bptt"))
     if quick:
-        speed: tuple[tuple[NetSpec, tuple[str, ...]], ...] = (
-            (head, all_methods + variants + jacobians),
-            (rec, all_methods),
-            (fact, ("forward", "bptt", "ostl")),
-        )
-        return Plan(head, speed, 10, 1, 2, head, ("bptt", *online), (100, 1000), 32, 3)
-    speed = (
-        (head, all_methods + variants + jacobians),
-        (rec, all_methods),
-        (fact, ("forward", "bptt", "ostl")),
-        (head.with_(cell="snu"), ("forward", *rules, "ostl-derived", *jacobians)),
-        (head.with_(cell="lstm"), ("forward", *rules, "ostl-bf16")),
-        (head.with_(hidden=128), ("forward", "bptt", "ostl")),
-        (head.with_(hidden=1024), ("forward", "bptt", "ostl", "ostl-torch", "ostl-bf16")),
-    )
-    memory_steps = (100, 1000, 10000)
-    return Plan(head, speed, 50, 1, 5, head, ("bptt", *online), memory_steps, 512, 10, 3)
+        return Plan(head, tuple(speed), 10, 1, 2, head, memory, (100, 1000), 32, 3, 1, ops, 10)
+    speed.insert(3, (head.with_(cell="snu"), ("forward", *rules, "ostl-derived", *jacobians)))
+    speed.insert(6, (head.with_(hidden=128), basic))
+    steps = (100, 1000, 10000)
+    return Plan(head, tuple(speed), 50, 1, 3, head, memory, steps, 512, 10, 3, ops, 50, 3)
 
 
 def build_jobs(cfg: SuiteConfig, plan: Plan | None = None) -> list[Job]:
-    """Every job of a run, in the order they run: bandwidth, speed, memory."""
+    """Every job of a run, in the order they run: bandwidth, speed, ops, memory."""
     plan = plan or make_plan(cfg.quick)
 
     def job(kind: str, **kw: Any) -> Job:
@@ -125,18 +160,24 @@ def build_jobs(cfg: SuiteConfig, plan: Plan | None = None) -> list[Job]:
             job("bandwidth", buffer_mib=plan.buffer_mib, repeats=plan.bandwidth_repeats, warmup=2)
         )
     if "speed" in cfg.kinds:
-        for net, methods in plan.speed:
-            jobs.extend(
-                job(
-                    "speed",
-                    method=m,
-                    net=net.to_dict(),
-                    steps=plan.speed_steps,
-                    repeats=plan.speed_repeats,
-                    warmup=plan.speed_warmup,
+        for _ in range(plan.speed_rounds):
+            for net, methods in plan.speed:
+                jobs.extend(
+                    job(
+                        "speed",
+                        method=m,
+                        net=net.to_dict(),
+                        steps=plan.speed_steps,
+                        repeats=plan.speed_repeats,
+                        warmup=plan.speed_warmup,
+                    )
+                    for m in methods
                 )
-                for m in methods
-            )
+    if "ops" in cfg.kinds:
+        jobs.extend(
+            job("ops", method=m, net=plan.headline.to_dict(), steps=plan.ops_steps, warmup=1)
+            for m in plan.ops_methods
+        )
     if "memory" in cfg.kinds:
         for m in plan.memory_methods:
             jobs.extend(
@@ -156,6 +197,8 @@ def summarise(result: dict[str, Any]) -> str:
         return f"{result['gbps']:.1f} GB/s"
     if "ms_per_step" in result:
         return f"{result['ms_per_step']:.3f} ms/step"
+    if "aten_per_step" in result:
+        return f"{result['aten_per_step']:.1f} aten ops/step"
     if "extra_bytes" in result:
         return f"extra peak {result['extra_bytes'] / 2**20:.1f} MiB"
     return "done"

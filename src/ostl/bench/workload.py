@@ -1,20 +1,21 @@
 """The benchmarked workloads: networks, Poisson input streams, the loss and the methods.
 
-The headline configuration of issue 5 is 64 Poisson inputs → LIF(256) → LIF(256) → a linear
-readout to 10 classes, batch 32, a loss at every step; the variant puts recurrent weights H in
-layer 1. :class:`NetSpec` describes it and its relatives (other cells, other sizes).
+The headline configuration is 64 Poisson inputs → LIF(256) → LIF(256) → a linear readout to
+10 classes, batch 32, a loss at every step; the variant puts recurrent weights H in layer 1.
+:class:`NetSpec` describes it and its relatives (other cells, other sizes).
 
 A *method* is what one measurement runs on a network:
 
 - ``"forward"``: inference only, ``net.step`` under ``torch.no_grad()``;
 - ``"jacobians"`` / ``"jacobians-derived"``: the forward step of every stateful layer together
-  with its per-neuron Jacobian blocks (:func:`ostl.traces.neuron_jacobians`), in closed form or
+  with its per-neuron Jacobian blocks (:func:`ostl.engine.neuron_jacobians`), in closed form or
   derived with ``torch.func``: the Jacobian path alone, without traces, signals or updates;
 - a rule name registered in :data:`ostl.rules.RULES` (``"bptt"``, ``"ostl"``, ``"osttp"``,
   ``"eprop"``, ...), trained with :class:`ostl.Learner`: BPTT with ``update_every=None`` (full
   BPTT over the sequence, one optimizer step at its end), every online rule with
   ``update_every=1`` (an optimizer step after every time step). ``"ostl"`` is
-  ``OSTL(recurrence="diagonal")``; the others take their default options;
+  ``OSTL(recurrence="diagonal")``; the others take their default options; ``"ostl-..."`` are the
+  OSTL variants of :data:`VARIANTS` (``"ostl-compiled"``: ``Learner(..., compile=True)``);
 - ``"torch"``: BPTT with plain autograd over a hand-written LIF network (no ostl);
 - ``"snntorch"``: BPTT with snnTorch's ``Leaky`` / ``RLeaky`` neurons.
 
@@ -52,6 +53,7 @@ __all__ = [
     "make_optimizer",
     "VARIANTS",
     "KERNEL_OFF",
+    "COMPILED",
     "registered_bench_rules",
     "online_rules",
 ]
@@ -83,7 +85,7 @@ class NetSpec:
         rate: probability that an input spikes at a step.
         reset, detach_reset: the LIF's reset (``"hard"`` / ``"subtract"``) and whether its
             derivative is stopped; ``"subtract"`` + ``True`` (as in e-prop) is the LIF whose
-            traces factorise (:class:`ostl.traces.FactorisedTrace`).
+            traces factorise (:mod:`ostl.engine.factorised`).
     """
 
     cell: str = "lif"
@@ -124,7 +126,7 @@ class NetSpec:
         return replace(self, **changes)
 
 
-#: The headline configuration of issue 5 (feed-forward; ``HEADLINE.with_(recurrent=True)``
+#: The headline configuration (feed-forward; ``HEADLINE.with_(recurrent=True)``
 #: is the recurrent variant).
 HEADLINE = NetSpec()
 
@@ -169,12 +171,14 @@ def one_hot_targets(spec: NetSpec, *, seed: int = 0, device: str | torch.device 
 loss_fn = cross_entropy
 
 
-#: OSTL variants the bench measures beside the rules: the generic derived Jacobians instead of
-#: the closed forms, traces stored in half precision, and the trace update in PyTorch ops
-#: instead of the fused kernel (:data:`KERNEL_OFF`).
+#: OSTL variants the bench measures beside the rules (the options of their ``OSTL``): the
+#: generic derived Jacobians instead of the closed forms, traces stored in half precision, the
+#: trace update in PyTorch ops instead of the fused kernel (:data:`KERNEL_OFF`), and the whole
+#: step under ``torch.compile`` (:data:`COMPILED`).
 VARIANTS: dict[str, dict[str, Any]] = {
     "ostl-derived": {"jacobians": "derived"},
     "ostl-torch": {},
+    "ostl-compiled": {},
     "ostl-bf16": {"trace_dtype": torch.bfloat16},
     "ostl-fp16": {"trace_dtype": torch.float16},
 }
@@ -182,6 +186,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: Variants measured with :mod:`ostl.kernels` turned off in their process (PyTorch's three
 #: passes over the trace instead of the fused one).
 KERNEL_OFF = frozenset({"ostl-torch"})
+
+#: Variants trained with ``Learner(..., compile=True)``: the rule's whole step runs under
+#: ``torch.compile``. Its first step compiles it (seconds): the warm-up sequences do that.
+COMPILED = frozenset({"ostl-compiled"})
 
 
 def make_rule(name: str) -> Rule:
@@ -200,13 +208,15 @@ def make_optimizer(params: Any, lr: float = 1e-3) -> torch.optim.Optimizer:
 
 
 def make_learner(net: Network, method: str, *, lr: float = 1e-3) -> Learner:
-    """A Learner with Adam: BPTT updates at the end of the sequence, online rules every step."""
+    """A Learner with Adam: BPTT updates at the end of the sequence, online rules every step;
+    the methods of :data:`COMPILED` with ``compile=True``."""
     return Learner(
         net,
         make_rule(method),
         loss_fn=loss_fn,
         optimizer=make_optimizer(net.parameters(), lr),
         update_every=None if method == "bptt" else 1,
+        compile=method in COMPILED,
     )
 
 
