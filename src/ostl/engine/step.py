@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +46,32 @@ from .signals import (
     projected_target,
 )
 
-if TYPE_CHECKING:
-    from ..rules.trace import TraceRule
-
-__all__ = ["Carry", "TraceEngine"]
+__all__ = ["Carry", "TraceEngine", "TraceSpec"]
 
 Grads = dict[str, Tensor]
+
+
+class TraceSpec(Protocol):
+    """What the engine reads of a trace rule (:class:`ostl.rules.TraceRule`): its axes."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def trace(self) -> str: ...  # "diagonal", "exact" or "snap1"
+    @property
+    def signal(self) -> str: ...  # "backprop", "random", "target" or "error"
+    @property
+    def seed(self) -> int: ...
+    @property
+    def scale(self) -> float | None: ...
+    @property
+    def distribution(self) -> str: ...
+    @property
+    def jacobians(self) -> str: ...  # "auto" or "derived"
+    @property
+    def trace_dtype(self) -> torch.dtype | None: ...
+    @property
+    def max_trace_bytes(self) -> int: ...
 
 
 class Carry(NamedTuple):
@@ -90,7 +110,7 @@ class TraceEngine:
     #: the step can run under torch.compile as one graph
     compilable = True
 
-    def __init__(self, rule: TraceRule, net: Network) -> None:
+    def __init__(self, rule: TraceSpec, net: Network) -> None:
         self.rule = rule
         self.net = net
         self.weights: dict[str, Tensor] = dict(net.named_parameters())
