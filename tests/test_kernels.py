@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -171,29 +171,209 @@ def test_more_variables_than_the_kernel_takes_go_to_pytorch() -> None:
         check_step(ops, torch.float64)
 
 
-@pytest.mark.usefixtures("torch_path_only")
-@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+LOW = [torch.bfloat16, torch.float16]
+MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10}
+
+
+def kernel_takes(dtype: torch.dtype) -> bool:
+    """Whether the built kernel has an entry point for traces of this dtype."""
+    return kernels.available() and dtype in kernels._entry_points()
+
+
+def require_kernel_for(dtype: torch.dtype) -> None:
+    if not kernel_takes(dtype):
+        pytest.skip(f"the C kernel takes no {dtype} trace here (float16: no compiler conversion)")
+
+
+def bits(t: Tensor) -> Tensor:
+    """The bit patterns, as integers (so -0 differs from 0)."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def assert_same_bits(got: Tensor, want: Tensor) -> None:
+    """Bit for bit, except that any NaN matches any NaN: which operand's NaN an operation
+    propagates (sign, payload) depends on the operand order the compiler picks. A bfloat16 NaN
+    must still be torch's 0xFFFF."""
+    assert got.dtype == want.dtype and got.shape == want.shape
+    nan = torch.isnan(want)
+    assert torch.equal(torch.isnan(got), nan)
+    assert torch.equal(bits(got)[~nan], bits(want)[~nan]), int((bits(got) != bits(want)).sum())
+    if got.dtype == torch.bfloat16:
+        assert bool((bits(got)[nan] == -1).all())
+
+
+def ulp(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """One unit in the last place of ``dtype`` at the magnitude of x (float64; subnormal range
+    included)."""
+    _, exponent = torch.frexp(x.double())
+    smallest = torch.finfo(dtype).tiny * 2.0 ** -MANTISSA_BITS[dtype]
+    return torch.pow(2.0, (exponent - 1 - MANTISSA_BITS[dtype]).double()).clamp(min=smallest)
+
+
+@pytest.mark.parametrize("path", ["pytorch", "kernel"])
+@pytest.mark.parametrize("low", LOW)
 @pytest.mark.parametrize("M", [1, 2])
 def test_a_low_precision_trace_is_computed_in_the_factors_dtype_and_stored_rounded(
-    low: torch.dtype, M: int
+    low: torch.dtype, M: int, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if path == "kernel":
+        require_kernel_for(low)
+        monkeypatch.setattr(kernels, "_reference", _forbidden("the PyTorch path"))
+    else:
+        monkeypatch.setattr(kernels, "_kernel", _forbidden("the C kernel"))
     for variant in VARIANTS:
         e, A, coef, pre, w, w_old = operands(M, 7, 3, 2, 11, torch.float32, variant)
         e = e.to(low)
         want_e, want_g = naive(e, A, coef, pre, w, w_old)
         got = e.clone()
-        g = kernels.trace_step(got, A, coef, pre, w, w_old)
+        with kernels.disabled() if path == "pytorch" else nullcontext():
+            g = kernels.trace_step(got, A, coef, pre, w, w_old)
         assert got.dtype == low
         # within one unit in the last place of the storage dtype (float32 arithmetic, one rounding)
-        mantissa_bits = 7 if low == torch.bfloat16 else 10
-        _, exponent = torch.frexp(want_e)
-        ulp = torch.pow(2.0, (exponent - 1 - mantissa_bits).double())
         assert float(want_e.abs().max()) > 0
-        assert bool(((got.double() - want_e).abs() <= ulp).all())
+        assert bool(((got.double() - want_e).abs() <= ulp(want_e, low)).all())
         assert not torch.equal(got.double(), want_e)  # it was rounded (float64 values would not be)
         if w is not None or w_old is not None:
             assert g is not None and g.dtype == torch.float32
             assert_matches(g, want_g, torch.float32)  # from the unrounded new values
+
+
+@needs_kernel
+@pytest.mark.usefixtures("c_path_only")
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("G", [1, 4])
+@pytest.mark.parametrize("M", [1, 2, 3])
+@pytest.mark.parametrize("low", LOW)
+def test_a_16_bit_trace_in_the_kernel_is_its_float32_step_rounded(
+    low: torch.dtype, M: int, G: int, n_threads: int
+) -> None:
+    """The 16-bit kernel computes what the float32 kernel computes on the widened trace (same
+    operations, same order), then rounds it as torch does; g is the float32 kernel's, bit for
+    bit (from the unrounded values). m = 37: two vectors of 16 columns and a scalar tail."""
+    require_kernel_for(low)
+    for variant in VARIANTS:
+        e, A, coef, pre, w, w_old = operands(M, 9, 3, G, 37, torch.float32, variant)
+        e = e.to(low)
+        got, wide = e.clone(), e.float()
+        with threads(n_threads):
+            g = kernels.trace_step(got, A, coef, pre, w, w_old)
+            want_g = kernels.trace_step(wide, A, coef, pre, w, w_old)  # the float32 kernel
+        assert_same_bits(got, wide.to(low))
+        assert not torch.equal(got.float(), wide)  # the kernel did round
+        if w is None and w_old is None:
+            assert g is None
+        else:
+            assert g is not None and want_g is not None and g.dtype == torch.float32
+            assert torch.equal(g, want_g)
+
+
+def special_values() -> Tensor:
+    """float32 values at the edges of both 16-bit formats: ties (to even: down and up), just off
+    ties, overflow to inf (and just not), subnormals of float16 and of float32, signed zeros,
+    inf and NaN."""
+    patterns = [
+        0x3F808000, 0x3F818000, 0x3F808001, 0x3F807FFF,  # bfloat16 ties (down, up), near ties
+        0xBF808000, 0xBF818000,  # ... negative
+        0x7F7F8000, 0x7F7E8000,  # ties by the largest bfloat16: up to inf, down to even
+        0x7F7FFFFF, 0xFF7FFFFF, 0x7F7F7FFF,  # float32's largest rounds to inf; just below
+        0x00008000, 0x00018000, 0x80000001, 0x00400000,  # float32 subnormals
+    ]  # fmt: skip
+    # (int64 first: the patterns above 2^31 wrap to negative int32, the same bits)
+    f32_bits = torch.tensor(patterns, dtype=torch.int64).to(torch.int32)
+    one = 1.0
+    decimal = [
+        one + 2.0**-11, one + 3 * 2.0**-11, one + 2.0**-11 + 2.0**-20,  # float16 ties
+        2049.0, 2051.0, -2051.0,  # ties at ulp 2
+        65504.0, 65519.0, 65520.0, -65520.0, 1e6, -7e4,  # float16 max, rounds down, overflows
+        2.0**-24, 2.0**-25, 3 * 2.0**-25, 5 * 2.0**-26, 1e-5, -6e-8, 3e-8,  # float16 subnormals
+        2.0**-14, 2.0**-14 - 2.0**-25, -(2.0**-14 - 2.0**-24),  # float16's smallest normal
+        0.0, -0.0, 1.5, -2.5, 1e-39, -1e-40,
+        float("inf"), float("-inf"), float("nan"),
+    ]  # fmt: skip
+    return torch.cat([f32_bits.view(torch.float32), torch.tensor(decimal, dtype=torch.float32)])
+
+
+@needs_kernel
+@pytest.mark.usefixtures("c_path_only")
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("low", LOW)
+def test_a_16_bit_trace_rounds_ties_overflow_subnormals_and_nan_as_torch(
+    low: torch.dtype, n_threads: int
+) -> None:
+    """With A = 1, coef = 1 and a trace of -0, the first step's new values are exactly pre, so
+    the stored trace must be pre.to(low); the second step mixes the stored specials (inf - inf,
+    overflowing sums, ...) and must give the float32 kernel's values rounded. Every value sits
+    in vector lanes and in the scalar tail (m = 41), and g holds the unrounded values."""
+    require_kernel_for(low)
+    values = special_values()
+    m, B, N = 41, 3, 4
+    tiled = values.repeat(m * B // len(values) + 1)[: m * B].reshape(B, m)
+    pre = torch.stack([tiled[b].roll(7 * b) for b in range(B)])  # each value in several columns
+    e = torch.full((1, N, B, m), -0.0).to(low)
+    A, w = torch.ones(1, 1, B, N), torch.ones(1, B, N)
+    with threads(n_threads):
+        g = kernels.trace_step(e, A, None, pre, w)
+    assert g is not None
+    assert_same_bits(e, pre.expand(1, N, B, m).to(low))
+    # g = Σ_b w e_new: compare one sample's worth through a batch of one
+    e1 = torch.full((1, N, 1, m), -0.0).to(low)
+    with threads(n_threads):
+        g1 = kernels.trace_step(e1, A[:, :, :1], None, pre[:1], w[:, :1])
+    assert g1 is not None
+    finite = ~torch.isnan(pre[0])
+    assert torch.equal(g1[:, finite], pre[0, finite].expand(N, -1))  # unrounded: pre itself
+    assert not torch.equal(g1[:, finite], e1[0, :, 0, finite].float())
+
+    # the second step: stored specials plus specials in another order, with a factor
+    A2 = torch.tensor([1.0, 0.5, -1.0]).repeat(N)[:N].expand(1, 1, B, N).contiguous()
+    coef = torch.tensor([1.0, -1.0, 2.0, 1e-3]).repeat(B * N)[: B * N].reshape(1, B, 1, N)
+    pre2 = pre.flip(-1).contiguous()
+    wide = e.float()
+    with threads(n_threads):
+        g2 = kernels.trace_step(e, A2, coef, pre2, w, w)
+        want_g2 = kernels.trace_step(wide, A2, coef, pre2, w, w)
+    assert_same_bits(e, wide.to(low))
+    assert g2 is not None and want_g2 is not None
+    torch.testing.assert_close(g2, want_g2, rtol=0, atol=0, equal_nan=True)
+    assert bool(torch.isinf(e).any()) and bool(torch.isnan(e).any())
+
+
+@needs_kernel
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("G", [1, 4])
+@pytest.mark.parametrize("M", [1, 2, 3])
+@pytest.mark.parametrize("low", LOW)
+def test_a_16_bit_trace_in_the_kernel_agrees_with_the_pytorch_path(
+    low: torch.dtype, M: int, G: int, n_threads: int
+) -> None:
+    """Both paths compute in float32 and round once, but PyTorch's float32 arithmetic is not the
+    kernel's: addcmul fuses its multiply-add on FMA CPUs and einsum (M > 1) sums in BLAS order.
+    So the stored values are equal where the float32 values round alike, and otherwise differ by
+    at most the float32 discrepancy (a few float32 ulps of the terms' magnitudes) plus one unit
+    in the 16-bit last place. With M = 1 and no coef both do one product and one sum, and agree
+    bit for bit. g agrees to float32 precision."""
+    require_kernel_for(low)
+    for variant in VARIANTS:
+        e, A, coef, pre, w, w_old = operands(M, 9, 3, G, 37, torch.float32, variant)
+        e = e.to(low)
+        got, ref = e.clone(), e.clone()
+        assert kernels.supports(*(t for t in (got, A, coef, pre, w, w_old) if t is not None))
+        with threads(n_threads):
+            g = kernels.trace_step(got, A, coef, pre, w, w_old)
+        with kernels.disabled():
+            g_ref = kernels.trace_step(ref, A, coef, pre, w, w_old)
+        if M == 1 and coef is None:
+            assert_same_bits(got, ref)
+        else:
+            magnitude, _ = naive(e.abs(), A.abs(), None if coef is None else coef.abs(), pre.abs(),
+                                 None, None)  # fmt: skip
+            diff = (got.double() - ref.double()).abs()
+            bound = ulp(torch.maximum(got.abs(), ref.abs()), low) + 2.0**-21 * magnitude
+            assert bool((diff <= bound).all())
+            assert float((bits(got) != bits(ref)).double().mean()) < 0.01  # rare
+        if g is not None or g_ref is not None:
+            assert g is not None and g_ref is not None
+            assert_matches(g, g_ref.double(), torch.float32)
 
 
 @pytest.mark.parametrize("M", [1, 2])
@@ -278,14 +458,44 @@ def test_supports_and_disabled() -> None:
     assert was == kernels.ENABLED
 
 
+@pytest.mark.parametrize("low", LOW)
+def test_supports_takes_a_16_bit_trace_with_float32_factors_only(low: torch.dtype) -> None:
+    e, A, coef, pre, w, _ = operands(2, 4, 3, 1, 5, torch.float32, (True, True, False))
+    assert coef is not None and w is not None
+    e16 = e.to(low)
+    assert kernels.supports(e16, A, coef, pre, w) == kernel_takes(low)
+    assert kernels.supports(e16) == kernel_takes(low)
+    assert not kernels.supports(e16, A.double(), coef.double())  # float64 factors
+    assert not kernels.supports(e16, A.to(low))  # 16-bit factors
+    assert not kernels.supports(e16, A, coef.to(low))
+    assert not kernels.supports(e16, A, coef, pre.T.contiguous().T)  # strided factor
+    strided = e16.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not kernels.supports(strided, A)
+    assert not kernels.supports(e.to(low), e16)  # (a 16-bit trace as a factor)
+    assert not kernels.supports(e16[:1].expand(kernels.MAX_M + 1, -1, -1, -1).contiguous(), A)
+    if kernels.available():  # float16 is in the kernel exactly when it has a conversion
+        assert (torch.float16 in kernels._entry_points()) == (
+            kernels.float16_conversion() is not None
+        )
+        assert torch.bfloat16 in kernels._entry_points()
+        assert kernels.bfloat16_conversion() in ("AVX512-BF16", "bits")
+    with kernels.disabled():
+        assert not kernels.supports(e16, A, coef, pre, w)
+
+
 @needs_kernel
 @pytest.mark.usefixtures("c_path_only")
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_the_kernel_keeps_the_callers_denormal_mode_in_every_thread(n_threads: int) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_kernel_keeps_the_callers_denormal_mode_in_every_thread(
+    dtype: torch.dtype, n_threads: int
+) -> None:
+    """A bfloat16 trace shares float32's exponent range: its subnormals come from the float32
+    arithmetic (flushed or not), and are then stored as they are."""
     tiny = torch.finfo(torch.float32).tiny
 
     def subnormals(flush: bool) -> int:
-        e = torch.full((1, 64, 8, 16), 4 * tiny)  # normal; × 0.1 makes it subnormal
+        e = torch.full((1, 64, 8, 16), 4 * tiny).to(dtype)  # normal; × 0.1 makes it subnormal
         A = torch.full((1, 1, 8, 64), 0.1)
         coef, pre = torch.zeros(1, 8, 1, 64), torch.zeros(8, 16)
         with threads(n_threads):
@@ -305,8 +515,10 @@ def test_the_kernel_keeps_the_callers_denormal_mode_in_every_thread(n_threads: i
         torch.set_flush_denormal(was)
 
 
-def test_the_custom_ops_pass_opcheck() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_custom_ops_pass_opcheck(dtype: torch.dtype) -> None:
     e, A, coef, pre, w, w_old = operands(2, 3, 2, 2, 3, torch.float32, (True, True, True))
+    e = e.to(dtype)
     torch.library.opcheck(torch.ops.ostl.trace_update.default, (e.clone(), A, coef, pre))
     torch.library.opcheck(
         torch.ops.ostl.trace_update_contract.default, (e.clone(), A, None, pre, w, w_old)

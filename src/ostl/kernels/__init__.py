@@ -17,14 +17,32 @@ The factors are small (B·N), the trace is big (M·N·B·C). Two implementations
 
 - A C kernel (``trace_step.c``; CPU) that reads and writes every trace element once, parallel
   over neurons with OpenMP (``torch.get_num_threads()`` threads, which take the caller's
-  denormal mode). It takes contiguous CPU tensors of one dtype, float32 or float64, with
-  M ≤ :data:`MAX_M` (:func:`supports`). It multiplies and adds in that dtype without fused
-  multiply-adds; its sums run in another order than PyTorch's, so results differ in the last
-  bits. It is compiled on first use with the system's C compiler (see :mod:`._build`:
-  ``$CC``, ``$OSTL_KERNEL_CACHE``); without a compiler one warning says so.
-- PyTorch (every other case: CUDA, other layouts, M > MAX_M, kernel off or unbuildable, a
-  low-precision trace). A bfloat16/float16 trace with float32 factors is computed in the
-  factors' dtype and stored rounded; ``g`` is computed from the unrounded new values.
+  denormal mode). It takes contiguous CPU tensors with M ≤ :data:`MAX_M` (:func:`supports`) in
+  these dtypes:
+
+  ========================  ================================
+  trace ``e``               factors (A, coef, pre, w, w_old)
+  ========================  ================================
+  float32 / float64         the same dtype
+  bfloat16 / float16        float32
+  ========================  ================================
+
+  It multiplies and adds in the factors' dtype without fused multiply-adds; its sums run in
+  another order than PyTorch's, so results differ in the last bits. A 16-bit trace element is
+  widened to float32, updated with exactly the float32 kernel's arithmetic, and rounded to
+  nearest even when stored, bit for bit as ``.to(torch.bfloat16)`` / ``.to(torch.float16)``
+  would round that float32 value (overflow to inf, float16 subnormals, NaN); ``g`` (float32)
+  uses the unrounded values. As the PyTorch path's float32 values differ from the kernel's in
+  the last bits, the two paths' stored 16-bit values differ where those round apart: by one
+  unit in the 16-bit last place (more only under cancellation, by at most the float32
+  discrepancy). The conversions run as vector instructions where ``-march=native`` has them
+  (F16C, AVX512-BF16: :func:`float16_conversion`, :func:`bfloat16_conversion`); float16 needs
+  F16C or the compiler's ``_Float16``, else float16 traces take the PyTorch path. The kernel
+  is compiled on first use with the system's C compiler (see :mod:`._build`: ``$CC``,
+  ``$OSTL_KERNEL_CACHE``); without a compiler one warning says so.
+- PyTorch (every other case: CUDA, other layouts, M > MAX_M, kernel off or unbuildable, other
+  dtype combinations). A lower-precision trace is computed in the factors' dtype and stored
+  rounded; ``g`` is computed from the unrounded new values.
 
 ``OSTL_KERNELS=0`` in the environment, or ``ostl.kernels.ENABLED = False`` (:func:`disabled`
 scopes it), sends every call to the PyTorch path. Neither path is differentiable: traces are
@@ -41,10 +59,21 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from ._build import FUNCTIONS, library_path
+from ._build import bfloat16_conversion, float16_conversion, library_path
+from ._build import entry_points as _entry_points
 from ._build import load as _load
 
-__all__ = ["ENABLED", "MAX_M", "available", "disabled", "library_path", "supports", "trace_step"]
+__all__ = [
+    "ENABLED",
+    "MAX_M",
+    "available",
+    "bfloat16_conversion",
+    "disabled",
+    "float16_conversion",
+    "library_path",
+    "supports",
+    "trace_step",
+]
 
 #: False: every trace step uses the PyTorch path (also set by ``OSTL_KERNELS=0``;
 #: :func:`disabled` scopes it).
@@ -54,6 +83,14 @@ ENABLED: bool = os.environ.get("OSTL_KERNELS", "1") != "0"
 MAX_M = 4
 
 _PLAIN = (Tensor, torch.nn.Parameter)
+
+#: the factors' dtype the C kernel takes with each dtype of the trace
+_FACTOR_DTYPE = {
+    torch.float32: torch.float32,
+    torch.float64: torch.float64,
+    torch.bfloat16: torch.float32,
+    torch.float16: torch.float32,
+}
 
 
 @contextmanager
@@ -75,20 +112,24 @@ def available() -> bool:
 def supports(*tensors: Tensor) -> bool:
     """Whether the C kernel takes these tensors.
 
-    True when the kernel is available and the tensors are plain contiguous CPU tensors of one
-    dtype, float32 or float64. The first tensor is the trace: if it has 4 dimensions, its M
-    (``shape[0]``) must be at most :data:`MAX_M`.
+    The first tensor is the trace, the others are factors. True when the kernel is available
+    and all are plain contiguous CPU tensors, the trace float32 or float64 with factors of its
+    dtype, or the trace bfloat16 or float16 with float32 factors (float16 only where the kernel
+    was built with a float16 conversion: :func:`float16_conversion`). If the trace has 4
+    dimensions, its M (``shape[0]``) must be at most :data:`MAX_M`.
     """
     if not tensors:
         return False
-    t0 = tensors[0]
-    dtype = t0.dtype
-    if dtype not in FUNCTIONS or (t0.ndim == 4 and t0.shape[0] > MAX_M):
+    e = tensors[0]
+    factor = _FACTOR_DTYPE.get(e.dtype)
+    if factor is None or (e.ndim == 4 and e.shape[0] > MAX_M):
         return False
-    for t in tensors:
-        if type(t) not in _PLAIN or not t.is_cpu or t.dtype != dtype or not t.is_contiguous():
+    if type(e) not in _PLAIN or not e.is_cpu or not e.is_contiguous():
+        return False
+    for t in tensors[1:]:
+        if type(t) not in _PLAIN or not t.is_cpu or t.dtype != factor or not t.is_contiguous():
             return False
-    return available()
+    return available() and e.dtype in _entry_points()
 
 
 def _shape_error(*tensors: Tensor | None) -> ValueError:
@@ -149,10 +190,8 @@ def _kernel(
     g = None
     if contract:  # written by the kernel unless neither weight is given
         alloc = torch.empty if w is not None or w_old is not None else torch.zeros
-        g = alloc(N, C, dtype=e.dtype)
-    lib = _load()
-    assert lib is not None
-    fn = getattr(lib, FUNCTIONS[e.dtype])
+        g = alloc(N, C, dtype=A.dtype)
+    fn = _entry_points()[e.dtype]
     rc = fn(
         torch.get_num_threads(), M, N, B, C // m, m,
         e.data_ptr(), A.data_ptr(), _ptr(coef), pre.data_ptr(), _ptr(w), _ptr(w_old), _ptr(g),
@@ -252,7 +291,8 @@ def trace_step(
 
     Args:
         e: (M, N, B, C) the trace, C = G·m; updated in place. May be of a lower precision than
-            the factors (computed in theirs, stored rounded).
+            the factors (computed in theirs, stored rounded to nearest even); bfloat16 and
+            float16 with float32 factors take the C kernel on the CPU.
         A: (M, M, B, N) recursion coefficients.
         coef: (M, B, G, N) immediate coefficients, or None for all ones.
         pre: (B, m) presynaptic input.
