@@ -270,6 +270,17 @@ def test_speed_rounds_interleave_methods_and_merge_into_one_median() -> None:
     rec = Results(rs).speed[(NetSpec.from_dict(job["net"]), jobs[0].method)]
     assert rec["ms_per_step"] == 3.0 and rec["ms_per_step_all"] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert rec["rounds"] == 2
+    # ratios pair the processes of each round: a slow round slows both methods alike
+    other = jobs[1].to_dict()
+    net = NetSpec.from_dict(job["net"])
+    rounds = [(1.0, 2.0), (3.0, 6.0), (1.0, 3.0)]  # (a, b) ms/step per round
+    paired = [
+        {"job": j, "ms_per_step": ms, "ms_per_step_all": [ms], "threads": 1}
+        for a, b in rounds
+        for j, ms in ((job, a), (other, b))
+    ]
+    med, lo, hi = Results(paired).paired(net, jobs[0].method, jobs[1].method) or (0, 0, 0)
+    assert (med, lo, hi) == (0.5, 1 / 3, 0.5)
 
 
 def test_memory_entries_are_the_median_of_their_processes() -> None:

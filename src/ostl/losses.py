@@ -102,8 +102,8 @@ class CrossEntropy:
             return value, grad
         t = _float_target("cross_entropy", y, target)
         B = y.shape[0]
-        value = torch.dot(t.flatten(), logp.flatten()).neg_().div_(B)
-        grad = logp.exp_().mul_(t.sum(-1, keepdim=True)).sub_(t).div_(B)
+        value = (t * logp).sum() * (-1.0 / B)
+        grad = logp.exp_().mul_(t.sum(-1, keepdim=True)).sub_(t).mul_(1.0 / B)
         return value, grad
 
 

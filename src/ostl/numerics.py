@@ -34,12 +34,18 @@ __all__ = ["ENABLED", "denormals_flushed", "flush_denormals", "flush_denormals_g
 #: Whether :func:`flush_denormals` flushes (False: it does nothing).
 ENABLED = True
 
-_DENORMAL = torch.tensor([1e-40], dtype=torch.float32)  # below float32's smallest normal
+# The smallest positive double (a denormal) and one, as module variables: Python's compiler
+# would fold a product of two literals, and the probe must run on this thread's FPU.
+_DENORMAL, _ONE = 5e-324, 1.0
 
 
 def denormals_flushed() -> bool:
-    """True if this thread treats denormal floats as zero (the probe is one tiny CPU op)."""
-    return bool((_DENORMAL * 1.0)[0] == 0)
+    """True if this thread treats denormal floats as zero.
+
+    Python's float arithmetic runs on the same SSE unit and control register as torch's CPU
+    kernels, so a product of two Python floats probes the mode without any tensor operation.
+    """
+    return _DENORMAL * _ONE == 0.0
 
 
 _scope = threading.local()  # how deep this thread is inside flush_denormals blocks

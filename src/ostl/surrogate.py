@@ -66,7 +66,7 @@ class FastSigmoid(Surrogate):
         return x / (1 + self.beta * x.abs())
 
     def derivative(self, x: Tensor) -> Tensor:
-        return 1 / (1 + self.beta * x.abs()) ** 2
+        return (x.abs() * self.beta + 1).pow(-2)
 
 
 @dataclass(frozen=True)

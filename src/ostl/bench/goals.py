@@ -80,17 +80,22 @@ def _memory_goals(res: Results, plan: Plan) -> list[Goal]:
 def _vs(
     res: Results, net: NetSpec, a: str, b: str, text: str, limit: float, role: str = ""
 ) -> Goal:
-    """Goal: method a's step ≤ limit × method b's step on net; the compiled OSTL's ratio is
-    shown beside OSTL's when it was measured. ``role`` names the network before its label."""
+    """Goal: method a's step ≤ limit × method b's step on net, judged on the median over the
+    rounds of the paired ratio (:meth:`Results.paired`); the compiled OSTL's ratio is shown
+    beside OSTL's when it was measured. ``role`` names the network before its label."""
     ma, mb = res.ms(net, a), res.ms(net, b)
-    r = ratio(ma, mb)
-    shown = f"{fmt_x(r)} ({fmt_ms(ma)} vs {fmt_ms(mb)} ms/step)"
+    p = res.paired(net, a, b)
+    r = p[0] if p is not None else None
+    spread = f", rounds {p[1]:.2f}–{p[2]:.2f}×" if p is not None and p[1] != p[2] else ""
+    shown = f"{fmt_x(r)} ({fmt_ms(ma)} vs {fmt_ms(mb)} ms/step{spread})"
     name = f"{role} ({net.label})" if role else net.label
     goal = _limit_goal(f"{name}: {text}", r, limit, shown)
-    rc = ratio(res.ms(net, COMPILED_METHOD), mb) if a == "ostl" else None
-    if rc is None:
+    pc = res.paired(net, COMPILED_METHOD, b) if a == "ostl" else None
+    if pc is None:
         return goal
-    return Goal(goal.text, f"{goal.measured}; compiled OSTL (not the goal): {fmt_x(rc)}", goal.met)
+    return Goal(
+        goal.text, f"{goal.measured}; compiled OSTL (not the goal): {fmt_x(pc[0])}", goal.met
+    )
 
 
 def _ops_goal(res: Results, plan: Plan) -> Goal:

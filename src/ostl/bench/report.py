@@ -18,7 +18,7 @@ from .job import Job
 from .results import MIB, Results, fmt_mib, fmt_ms, fmt_x, pow10, ratio
 from .suite import Plan
 from .tables import compiled_section, method_name, ops_section, precision_section
-from .workload import BENCH_RULES
+from .workload import BENCH_RULES, NetSpec
 
 __all__ = ["render", "headline_lines"]
 
@@ -103,7 +103,8 @@ def _speed_section(res: Results, plan: Plan) -> list[str]:
         "step of BPTT is the forward pass with its graph plus 1/T of the backward pass and of "
         "the single update. The compiled OSTL compiles its step in one more sequence before "
         "the warm-up, off the clock. Ratios are to BPTT (ostl's) and to the forward-only step "
-        "of the same network, measured in this run.",
+        "of the same network, measured in this run: the median over the rounds of the ratio of "
+        "the two methods' processes in each round (they ran close together in time).",
     ]
     for net, methods in plan.speed:
         lines += [
@@ -114,7 +115,6 @@ def _speed_section(res: Results, plan: Plan) -> list[str]:
             "bandwidth floor ms | × floor |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        bptt, fwd = res.ms(net, "bptt"), res.ms(net, "forward")
         for m in methods:
             r = res.speed.get((net, m))
             if r is None:
@@ -129,8 +129,8 @@ def _speed_section(res: Results, plan: Plan) -> list[str]:
                 method_name(m),
                 fmt_ms(ms),
                 f"{fmt_ms(min(spread))}–{fmt_ms(max(spread))}",
-                fmt_x(ratio(ms, bptt)),
-                fmt_x(ratio(ms, fwd)),
+                _paired(res, net, m, "bptt"),
+                _paired(res, net, m, "forward"),
                 fmt_mib(r["trace_bytes"]),
                 fmt_ms(fl),
                 fmt_x(ratio(ms, fl)),
@@ -319,3 +319,8 @@ def _rounds(plan: Plan) -> str:
         f"{n} processes per method, run in {n} rounds that take every method in turn "
         "(A B C … A B C …, so that a slow spell of the shared machine hits every method alike)"
     )
+
+
+def _paired(res: Results, net: NetSpec, a: str, b: str) -> str:
+    p = res.paired(net, a, b)
+    return fmt_x(p[0] if p is not None else None)

@@ -69,6 +69,7 @@ class Results:
         self.all = list(results)
         self.bandwidth: dict[str, Any] | None = None
         self.speed: dict[tuple[NetSpec, str], dict[str, Any]] = {}
+        self.speed_rounds: dict[tuple[NetSpec, str], list[dict[str, Any]]] = {}
         #: (method, T) -> the median process of those measured (by extra bytes); every
         #: process's record in ``memory_all``
         self.memory: dict[tuple[str, int], dict[str, Any]] = {}
@@ -90,6 +91,8 @@ class Results:
             self.memory[key] = _median_record(rs)
         #: (network, method) -> one record over every round of processes (:func:`_merge_rounds`)
         self.speed = {key: _merge_rounds(rs) for key, rs in speed_all.items()}
+        #: (network, method) -> every process's record, in the order of the rounds
+        self.speed_rounds = speed_all
 
     @staticmethod
     def ok(r: dict[str, Any] | None) -> bool:
@@ -103,6 +106,22 @@ class Results:
 
     def ms(self, net: NetSpec, method: str) -> float | None:
         return self.value(self.speed.get((net, method)), "ms_per_step")
+
+    def paired(self, net: NetSpec, a: str, b: str) -> tuple[float, float, float] | None:
+        """(median, min, max) over the rounds of the ratio of method a's step to method b's,
+        each round's processes paired (they ran close together in time); None if unmeasured.
+
+        A single round gives its one ratio three times.
+        """
+        ra, rb = self.speed_rounds.get((net, a), []), self.speed_rounds.get((net, b), [])
+        rs = [
+            x["ms_per_step"] / y["ms_per_step"]
+            for x, y in zip(ra, rb)
+            if self.ok(x) and self.ok(y) and y["ms_per_step"] > 0
+        ]
+        if not rs:
+            return None
+        return statistics.median(rs), min(rs), max(rs)
 
     def aten(self, net: NetSpec, method: str, *, top: bool = False) -> float | None:
         """Aten operations per training step (nested ones included unless ``top``)."""
