@@ -317,3 +317,35 @@ def test_denormal_bench_runs_each_mode_in_its_own_process(
         denormal.main(["--threads", "two"])
     assert e.value.code == 2
     assert "thread counts" in capsys.readouterr().err
+
+
+def test_the_hand_written_ostl_computes_ostls_gradients() -> None:
+    """The ``ostl-direct`` baseline is the same maths: with the weights fixed, its gradient
+    over a sequence equals ostl.gradients(OSTL()) on the same network and data."""
+    import torch
+
+    import ostl
+    from ostl.bench.baselines import direct_ostl_sequence, make_baseline
+    from ostl.bench.workload import input_pool, loss_fn, one_hot_targets
+
+    spec = NetSpec(n_in=8, hidden=16, batch=4, rate=0.5)
+    ref = make_baseline("ostl-direct", spec)
+    with torch.no_grad():
+        for W in ref.W:
+            W.mul_(4.0)  # so that the LIF layers spike
+    net = ostl.Network(
+        [ostl.Layer(8, 16, "lif"), ostl.Layer(16, 16, "lif"), ostl.Readout(16, spec.classes)]
+    )
+    with torch.no_grad():
+        for layer, W in zip(net.layers, ref.W):
+            layer.W.copy_(W)
+        net.layers[2].W.copy_(ref.readout.weight)
+        net.layers[2].b.copy_(ref.readout.bias)
+    pool, target = input_pool(spec, 12), one_hot_targets(spec)
+    got: list[torch.Tensor] = []
+    direct_ostl_sequence(ref, torch.optim.SGD(ref.parameters(), lr=0.0), pool, target, 12, got)
+    want = ostl.gradients(net, ostl.OSTL(), pool, [target] * 12, loss_fn)
+    names = ["layers.0.W", "layers.1.W", "layers.2.W", "layers.2.b"]
+    for name, g in zip(names, got):
+        assert float(want[name].norm()) > 0, name
+        torch.testing.assert_close(g, want[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -7,6 +7,13 @@ pass and one Adam step at the end: the same work as ``Learner(net, "bptt", updat
 
 - ``"torch"``: the LIF step written out with tensors (``v = α v (1 - z) + W x``, ``z =
   spike(v - ϑ)``); the surrogate is ostl's spike function. It shows ostl's own overhead.
+- ``"ostl-direct"``: OSTL written directly for the same hand-written network (feed-forward
+  only): the closed-form LIF derivatives inline, the diagonal trace of each layer updated and
+  contracted by the fused kernel (:func:`ostl.kernels.trace_step`), the learning signal swept
+  down through the weights, an Adam step after every step. No input checks, no non-finite
+  record, no loss value, no generic per-layer code: the maths of an OSTL step and nothing else,
+  so the gap to ``"ostl"`` is what the library's generality costs. Its gradients equal
+  ``ostl.gradients(..., OSTL())``'s (tested).
 - ``"snntorch"``: ``snn.Leaky`` (``RLeaky`` with ``all_to_all=True`` for the recurrent layer,
   whose recurrent ``nn.Linear`` has a bias) with ``reset_mechanism="zero"`` and
   ``surrogate.fast_sigmoid(slope=5)``. snnTorch detaches its reset (ostl differentiates it):
@@ -20,11 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import kernels
 from ..errors import UnsupportedError
 from ..surrogate import FastSigmoid, spike
 from .workload import LIF_DECAY, LIF_THRESHOLD, SURROGATE_SLOPE, NetSpec, loss_fn
 
-__all__ = ["TorchLIFNet", "SnnTorchNet", "make_baseline", "bptt_sequence"]
+__all__ = ["TorchLIFNet", "SnnTorchNet", "make_baseline", "bptt_sequence", "direct_ostl_sequence"]
 
 
 def _check_lif(spec: NetSpec, who: str) -> None:
@@ -118,9 +126,12 @@ class SnnTorchNet(nn.Module):
 
 
 def make_baseline(method: str, spec: NetSpec, *, seed: int = 0) -> TorchLIFNet | SnnTorchNet:
-    """The ``"torch"`` or ``"snntorch"`` network of a spec, weights drawn from ``seed``."""
+    """The ``"torch"``, ``"ostl-direct"`` or ``"snntorch"`` network of a spec, weights drawn
+    from ``seed``."""
     torch.manual_seed(seed)
-    if method == "torch":
+    if method == "ostl-direct" and spec.recurrent:
+        raise UnsupportedError("the hand-written OSTL is written for feed-forward LIF layers")
+    if method in ("torch", "ostl-direct"):
         return TorchLIFNet(spec)
     if method == "snntorch":
         return SnnTorchNet(spec)
@@ -145,3 +156,56 @@ def bptt_sequence(
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
+
+
+@torch.no_grad()
+def direct_ostl_sequence(
+    net: TorchLIFNet,
+    optimizer: torch.optim.Optimizer,
+    pool: Tensor,
+    target: Tensor,
+    steps: int,
+    grads_out: list[Tensor] | None = None,
+) -> None:
+    """OSTL written directly (see the module docstring): ``steps`` steps from rest, an optimizer
+    step after each. ``grads_out`` (tests): accumulate every step's gradients there instead,
+    one per parameter in the order ``W[0], …, W[L-1], readout.weight, readout.bias``."""
+    B, N, beta = target.shape[0], net.hidden, SURROGATE_SLOPE
+    Ws, readout = list(net.W), net.readout
+    zeros = Ws[0].new_zeros(B, N)
+    v, z, D = [zeros] * len(Ws), [zeros] * len(Ws), [zeros] * len(Ws)
+    eps = [W.new_zeros(1, N, B, W.shape[1]) for W in Ws]
+    params = [*Ws, readout.weight, readout.bias]
+    for t in range(steps):
+        x = pool[t % len(pool)]
+        ins, sgs, As = [], [], []
+        for i, W in enumerate(Ws):
+            ins.append(x)
+            A = LIF_DECAY * (1 - z[i])  # ∂v_t/∂v_{t-1} directly, then the reset through z
+            v_new = A * v[i] + x @ W.T
+            u = v_new - LIF_THRESHOLD
+            sg = (u.abs() * beta + 1).pow(-2)
+            As.append((A - LIF_DECAY * v[i] * D[i]).view(1, 1, B, N))
+            v[i], z[i], D[i] = v_new, (u > 0).to(u.dtype), sg
+            sgs.append(sg)
+            x = z[i]
+        y = readout(x)
+        L = (torch.softmax(y, -1) - target) / B  # one-hot targets: ∂E_t/∂y_t
+        grads = [L.T @ x, L.sum(0)]
+        for i in range(len(Ws) - 1, -1, -1):
+            L = L @ (readout.weight if i == len(Ws) - 1 else Ws[i + 1])
+            delta = L * sgs[i]
+            g = kernels.trace_step(eps[i], As[i], None, ins[i], delta.view(1, B, N))
+            assert g is not None
+            grads.insert(0, g)
+            L = delta
+        if grads_out is not None:
+            if not grads_out:
+                grads_out.extend(torch.zeros_like(p) for p in params)
+            for acc, g in zip(grads_out, grads):
+                acc.add_(g)
+            continue
+        for p, g in zip(params, grads):
+            p.grad = g
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)

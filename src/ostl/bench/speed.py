@@ -43,7 +43,7 @@ from ..layer import Layer, Network
 from ..learner import Learner
 from ..rules import OSTL
 from .bandwidth import trace_bytes
-from .baselines import bptt_sequence, make_baseline
+from .baselines import bptt_sequence, direct_ostl_sequence, make_baseline
 from .workload import (
     COMPILED,
     KERNEL_OFF,
@@ -119,10 +119,11 @@ def prepare(
     if method in ("jacobians", "jacobians-derived"):
         net = build_network(spec, seed=seed, device=device)
         return Workload(functools.partial(_jacobians, net, pool, spec.batch, method))
-    if method in ("torch", "snntorch"):
+    if method in ("torch", "snntorch", "ostl-direct"):
         ref = make_baseline(method, spec, seed=seed).to(device)
         opt = make_optimizer(ref.parameters())
-        return Workload(functools.partial(bptt_sequence, ref, opt, pool, target, steps))
+        run = direct_ostl_sequence if method == "ostl-direct" else bptt_sequence
+        return Workload(functools.partial(run, ref, opt, pool, target, steps))  # type: ignore[arg-type]
     learner = make_learner(build_network(spec, seed=seed, device=device), method)
 
     def train() -> None:

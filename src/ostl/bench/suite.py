@@ -128,8 +128,9 @@ def make_plan(quick: bool, rules: Sequence[str] | None = None) -> Plan:
     baselines = ("forward", "torch", "snntorch", *rules)
     jacobians = ("jacobians", "jacobians-derived")
     variants = ("ostl-derived", "ostl-torch", "ostl-bf16", "ostl-fp16")
+    direct = ("ostl-direct",) if "ostl" in rules else ()
     speed = [
-        (head, (*baselines, *comp, *variants, *jacobians)),
+        (head, (*baselines, *direct, *comp, *variants, *jacobians)),
         (head.with_(recurrent=True), (*baselines, *comp_big)),
         (head.with_(reset="subtract", detach_reset=True), basic),
         (nets["lstm"], ("forward", *trained, *comp_big, "ostl-bf16")),

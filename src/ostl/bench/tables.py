@@ -13,6 +13,7 @@ METHOD_NAMES = {
     "forward": "forward only (inference, `net.step` under no_grad)",
     "torch": "PyTorch autograd BPTT, hand-written LIF",
     "snntorch": "snnTorch BPTT (`Leaky` / `RLeaky`)",
+    "ostl-direct": "OSTL written directly for this network (same maths and kernel, no library)",
     "bptt": "ostl BPTT (`update_every=None`)",
     "ostl": "OSTL, diagonal (`update_every=1`)",
     "osttp": "OSTTP (`update_every=1`)",

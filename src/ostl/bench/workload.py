@@ -17,7 +17,8 @@ A *method* is what one measurement runs on a network:
   ``OSTL(recurrence="diagonal")``; the others take their default options; ``"ostl-..."`` are the
   OSTL variants of :data:`VARIANTS` (``"ostl-compiled"``: ``Learner(..., compile=True)``);
 - ``"torch"``: BPTT with plain autograd over a hand-written LIF network (no ostl);
-- ``"snntorch"``: BPTT with snnTorch's ``Leaky`` / ``RLeaky`` neurons.
+- ``"snntorch"``: BPTT with snnTorch's ``Leaky`` / ``RLeaky`` neurons;
+- ``"ostl-direct"``: OSTL written directly for the hand-written network (feed-forward LIF).
 
 Inputs are drawn once into a pool of frames that the sequence cycles through, so the input
 itself does not count towards the memory of long sequences. Targets are one class per sample,
@@ -61,7 +62,9 @@ __all__ = [
 #: Rules the benchmark reports, in table order, when they are registered in ``RULES``.
 BENCH_RULES: tuple[str, ...] = ("bptt", "ostl", "osttp", "eprop")
 #: Methods that are not ostl rules.
-EXTERNAL: tuple[str, ...] = ("forward", "torch", "snntorch", "jacobians", "jacobians-derived")
+EXTERNAL: tuple[str, ...] = (
+    "forward", "torch", "snntorch", "ostl-direct", "jacobians", "jacobians-derived"
+)  # fmt: skip
 
 # LIF constants shared by every implementation (ostl's LIF defaults): α = 0.9, ϑ = 1, hard
 # reset, fast-sigmoid surrogate of slope 5.
