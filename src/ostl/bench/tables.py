@@ -40,12 +40,19 @@ def _compiled_row(res: Results, net: NetSpec) -> str:
     if r is None or not res.ok(r):
         why = "not measured" if r is None else (r.get("skipped") or r.get("error"))
         return f"| {net.label} | {fmt_ms(res.ms(net, 'ostl'))} | – | | | | | {why} |"
-    eager, comp, bptt = res.ms(net, "ostl"), r["ms_per_step"], res.ms(net, "bptt")
-    gain = ratio(eager, comp)
+    eager, comp = res.ms(net, "ostl"), r["ms_per_step"]
+
+    def paired(a: str, b: str) -> float | None:  # median over the rounds, as everywhere
+        p = res.paired(net, a, b)
+        return None if p is None else p[0]
+
+    gain = paired("ostl", COMPILED)
     if gain is None:
         verdict = "–"
     else:
-        verdict = "compiled faster" if gain > 1 else "eager faster"
+        verdict = (
+            "compiled faster" if gain > 1.05 else "eager faster" if gain < 0.95 else "about even"
+        )
     if r.get("recompiles"):
         verdict += f"; {r['recompiles']} recompilation(s) while timed"
     cells = [
@@ -53,8 +60,8 @@ def _compiled_row(res: Results, net: NetSpec) -> str:
         fmt_ms(eager),
         fmt_ms(comp),
         fmt_x(gain),
-        fmt_x(ratio(eager, bptt)),
-        fmt_x(ratio(comp, bptt)),
+        fmt_x(paired("ostl", "bptt")),
+        fmt_x(paired(COMPILED, "bptt")),
         f"{r['compile_seconds']:.1f}" if r.get("compile_seconds") is not None else "–",
         verdict,
     ]
