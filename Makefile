@@ -36,24 +36,25 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
-	$(BIN)/mypy src
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy src benchmarks
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (issue 5): writes BENCHMARKS.md and BENCHMARKS.png; BENCH_ARGS=--quick for a check.
+# Benchmarks (benchmarks/, not installed): writes BENCHMARKS.md and BENCHMARKS.png;
+# BENCH_ARGS=--quick for a check.
 BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-# RESULTS.md's PCM section (issue 6): OSTTP/OSTL online on simulated PCM vs BPTT, after drift.
+# RESULTS.md's PCM section: OSTTP/OSTL online on simulated PCM vs BPTT, after drift.
 .PHONY: results-pcm
 results-pcm: $(STAMP)
 	$(BIN)/python scripts/hardware_results.py --jobs 2
 
 .PHONY: bench
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m ostl.bench --notes docs/bench-analysis.md $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks --notes docs/bench-analysis.md $(BENCH_ARGS)

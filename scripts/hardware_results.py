@@ -3,7 +3,7 @@
     python scripts/hardware_results.py --jobs 2          # make results-pcm (~15 min, 2 cores)
     python scripts/hardware_results.py --render-only     # rewrite the section from runs/
 
-Methods, per task and seed (every run is :func:`ostl.train.train`, ``--hardware pcm``):
+Methods, per task and seed (every run is :func:`ostl.run.train.train`, ``--hardware pcm``):
 
 - (i) BPTT in floating point, (ii) the same BPTT weights programmed onto PCM once
   (``--pcm-update offline``: one run gives both);
@@ -12,7 +12,7 @@ Methods, per task and seed (every run is :func:`ostl.train.train`, ``--hardware 
 
 Each hardware row is then read at 1 s, 1 h, 1 day and 1 year after programming, without and with
 global drift compensation (:meth:`ostl.hardware.run.HardwareSession.report`). The section goes
-between ``<!-- section:pcm -->`` markers (``ostl.bench.sections.write_section``), so
+between ``<!-- section:pcm -->`` markers (``ostl.run.sections.write_section``), so
 ``scripts/results.py`` keeps it when it rewrites the rest of RESULTS.md. Run summaries go to
 ``runs/hardware/<task>/<method>-seed<k>/``.
 """
@@ -34,9 +34,9 @@ from typing import Any
 
 import torch
 
-from ostl.bench.sections import write_section
 from ostl.hardware.run import DRIFT_TIMES
-from ostl.train import TrainConfig, train
+from ostl.run.sections import write_section
+from ostl.run.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / ("hardware-quick" if "--quick" in sys.argv else "hardware")

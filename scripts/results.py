@@ -3,7 +3,7 @@
     python scripts/results.py                        # digits, 3 seeds (make results)
     python scripts/results.py --tasks chorales --seeds 0,1,2 --jobs 2
 
-Every run is :func:`ostl.train.train` with the task's default network and budget (the
+Every run is :func:`ostl.run.train.train` with the task's default network and budget (the
 ``BUDGETS`` below may shrink a task's data to fit the machine; RESULTS.md says so). Runs go to
 ``runs/results/<task>/<rule>-seed<k>/`` (full run folders). The per-run summaries are also
 embedded at the end of RESULTS.md, so rerunning one task keeps the others' tables. Every number
@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from ostl.bench.sections import keep_sections
-from ostl.compare import format_bytes
 from ostl.rules import RULES
+from ostl.run.compare import format_bytes
+from ostl.run.sections import keep_sections
+from ostl.run.train import TrainConfig, train
 from ostl.tasks import TASKS
-from ostl.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_TAG = "results-data"
@@ -215,7 +215,7 @@ epochs, batch size, optimizer (Adam) and learning rate. Schedule `online`: OSTL 
 the weights after every time step (`update_every=1`), BPTT once per sequence (it needs the whole
 sequence); the *updates* column counts optimizer steps. *Peak memory* is the most memory the
 learner holds between two time steps (state, traces, gradients and, for BPTT, the activations
-saved for the backward pass; see `src/ostl/meter.py`). *Time per step* is training wall time
+saved for the backward pass; see `src/ostl/run/meter.py`). *Time per step* is training wall time
 divided by time steps, one CPU thread per run. Model selection, the same for every rule: the
 test metric is that of the epoch with the best validation metric (the last epoch's is in the
 last column).

@@ -18,7 +18,7 @@ import torch
 
 import ostl
 from ostl import distributed as dist
-from ostl.cli import main
+from ostl.run.cli import main
 from ostl.tasks.data import Batch, OneHotSteps
 
 from .dist_worker import CASES, B, network, run_case
@@ -83,7 +83,7 @@ def run_case_distributed_without_group() -> None:
 def test_a_rank_other_than_0_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ostl.train import TrainConfig, train
+    from ostl.run.train import TrainConfig, train
 
     cfg = TrainConfig(
         task="digits", hidden=(4,), epochs=1, batch_size=16,
@@ -245,7 +245,7 @@ def test_a_killed_or_hung_worker_ends_the_run_too(tmp_path: Path, fault: str) ->
 
 
 def test_bench_section_names_the_command_and_the_machine() -> None:
-    from ostl.bench.distributed import markdown
+    from benchmarks.distributed import markdown
 
     rows = [
         {"rule": "ostl", "processes": n, "batch": 5, "local_batch": 5 - 2 * (n - 1), "steps": 3,
@@ -254,8 +254,8 @@ def test_bench_section_names_the_command_and_the_machine() -> None:
         for n in (1, 2)
     ]  # fmt: skip
     meta = {"date": "today", "cpu": "a CPU", "usable_cores": 2, "torch": "2", "commit": "abc"}
-    text = markdown(rows, meta, "python -m ostl.bench.distributed")
-    assert "`python -m ostl.bench.distributed`" in text and "a CPU, 2 usable cores" in text
+    text = markdown(rows, meta, "python -m benchmarks.distributed")
+    assert "`python -m benchmarks.distributed`" in text and "a CPU, 2 usable cores" in text
     assert "| ostl | 2 | 2 or 3 | 20.0 | 60 | 2.00× | 1.50 ms |" in text
 
 

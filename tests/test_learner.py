@@ -117,8 +117,8 @@ def test_window_without_target_does_not_step_the_optimizer() -> None:
 
 def test_online_snu_learns_a_regression_stream() -> None:
     """update_every=1: a shallow SNU network reduces a regression loss on a synthetic stream."""
-    from ostl.demo import DemoConfig, pattern_task
-    from ostl.demo import make_net as demo_net
+    from ostl.run.demo import DemoConfig, pattern_task
+    from ostl.run.demo import make_net as demo_net
 
     cfg = DemoConfig(steps=50, epochs=15, hidden=32)
     net = demo_net(cfg)

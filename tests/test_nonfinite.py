@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import ostl
-from ostl.checkpoint import list_checkpoints, load_checkpoint
 from ostl.rules import BPTT, OSTL, OSTTP
+from ostl.run.checkpoint import list_checkpoints, load_checkpoint
 
 from .helpers import make_net, mse, sequence
 
@@ -101,10 +101,10 @@ def test_skip_counts_and_keeps_the_weights_finite(rule: ostl.rules.Rule) -> None
 
 
 def test_train_skip_writes_no_poisoned_checkpoint(tmp_path: Path) -> None:
+    from ostl.run.train import TrainConfig, train
     from ostl.tasks import get_task
-    from ostl.train import TrainConfig, train
 
-    from .test_resume_train import TINY
+    from .run.test_resume_train import TINY
 
     task = get_task("digits", **TINY.task_options)
     original = task.train_batches

@@ -91,7 +91,7 @@ def test_decayed_traces_hold_no_denormals() -> None:
 
 def test_the_command_flushes_for_the_whole_process() -> None:
     code = (
-        "import sys; from ostl.cli import main; from ostl.numerics import denormals_flushed; "
+        "import sys; from ostl.run.cli import main; from ostl.numerics import denormals_flushed; "
         "main(['list']); sys.exit(0 if denormals_flushed() else 3)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

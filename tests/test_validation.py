@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ostl
-from ostl.cli import main
+from ostl.run.cli import main
 
 from .helpers import make_net, mse
 

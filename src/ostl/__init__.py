@@ -7,10 +7,9 @@ Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Ne
 
 from __future__ import annotations
 
-from . import cells, checkpoint, distributed, engine, errors, losses, rules, surrogate
+from . import cells, distributed, engine, errors, losses, rules, surrogate
 from .api import Comparison, compare_to_bptt, gradients
 from .cells import CELLS
-from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import (
     CheckpointError,
     DeviceError,
@@ -67,3 +66,17 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
 ]
+
+#: Names of the application layer (:mod:`ostl.run`) that the package forwards, imported on
+#: first use: the core modules never import the application.
+_RUN_NAMES = {"checkpoint": "ostl.run", "save_checkpoint": "ostl.run.checkpoint",
+              "load_checkpoint": "ostl.run.checkpoint"}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    module = _RUN_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ostl' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,5 +1,5 @@
-from .cli import main
 from .distributed import launched
+from .run.cli import main
 
 if launched():  # a torchrun worker: its exception goes into torchrun's failure summary
     from torch.distributed.elastic.multiprocessing.errors import record

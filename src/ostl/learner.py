@@ -79,7 +79,7 @@ class Learner:
             ``torch.distributed`` process group before each update; rank 0's initial weights
             are broadcast to every rank at construction.
         same_target_steps: (distributed) every rank has its targets at the same steps, as when
-            the ranks take slices of the same global batches (``ostl.train``): an update window
+            the ranks take slices of the same global batches (``ostl.run.train``): an update window
             without any target then skips the all-reduce instead of asking the other ranks.
         compile: run the rule's whole step under ``torch.compile`` (trace rules only, not with
             ``unlocked``); the first steps compile it (seconds on a CPU). See BENCHMARKS.md

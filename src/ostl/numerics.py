@@ -4,7 +4,7 @@ An eligibility trace decays geometrically between the steps that refresh it (a L
 an input that stays silent shrinks by the leak, e.g. ×0.9, every step). After a few hundred
 silent steps its float32 entries fall below 1.2·10⁻³⁸ and become *denormal*; x86 CPUs handle
 those in microcode, many times slower than normal floats. On a long stream without resets the
-trace update then slows down by several times (measured: ``python -m ostl.bench.denormal``)
+trace update then slows down by several times (measured: ``python -m benchmarks.denormal``)
 although nothing about the work has changed. Flushing denormals to zero (FTZ/DAZ) removes the
 cost; it changes only values below 1.2·10⁻³⁸ (float32) or 2.2·10⁻³⁰⁸ (float64), far below
 the rounding error of any gradient.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ostl.cli import main
-from ostl.train import TrainConfig, train
+from ostl.run.cli import main
+from ostl.run.train import TrainConfig, train
 
 TINY = [
     "--task", "digits", "--hidden", "8", "--epochs", "1", "--batch-size", "16",

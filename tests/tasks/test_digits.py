@@ -62,7 +62,7 @@ def test_default_network_and_training_steps(task: Digits, rule: str) -> None:
 @pytest.mark.slow
 def test_default_budget_learns_with_every_rule() -> None:
     """The default network and budget (what `make run` trains) learns with each rule."""
-    from ostl.train import TrainConfig, train
+    from ostl.run.train import TrainConfig, train
 
     task = Digits()
     for rule in ("bptt", "ostl", "osttp"):

@@ -1,0 +1,34 @@
+"""Benchmarks of ostl: peak memory vs sequence length, time per step, bandwidth floors.
+
+Run ``python -m benchmarks`` (full, writes ``BENCHMARKS.md``) or ``python -m benchmarks
+--quick``. Modules, one concept each:
+
+- :mod:`.workload`: the networks, inputs, loss and methods (rules and baselines) measured;
+- :mod:`.baselines`: BPTT outside ostl (hand-written autograd LIF, snnTorch);
+- :mod:`.memory`, :mod:`.speed`, :mod:`.ops`, :mod:`.bandwidth`: the kinds of measurement;
+- :mod:`.job`, :mod:`.worker`: one measurement, run in its own process;
+- :mod:`.suite`: which measurements a run makes (quick or full) and running them;
+- :mod:`.goals`: the goals, evaluated on one run's results;
+- :mod:`.machine`, :mod:`.report`, :mod:`.tables`, :mod:`.plot`: the report and its figure;
+- :mod:`.cli`: the command; :func:`main` is what ``ostl bench`` calls.
+"""
+
+from __future__ import annotations
+
+from .cli import build_parser, main
+from .job import Job, run_job
+from .suite import SuiteConfig, build_jobs, make_plan, run_suite
+from .workload import HEADLINE, NetSpec
+
+__all__ = [
+    "main",
+    "build_parser",
+    "Job",
+    "run_job",
+    "SuiteConfig",
+    "make_plan",
+    "build_jobs",
+    "run_suite",
+    "NetSpec",
+    "HEADLINE",
+]

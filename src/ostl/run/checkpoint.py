@@ -1,0 +1,233 @@
+"""Checkpoint files: atomic writes, the last N kept, safe loads.
+
+A checkpoint is one file ``step-<n>.pt`` in a folder, written by :func:`save_checkpoint`:
+
+1. the payload is serialised in memory (``torch.save``) and written to a temporary file in the
+   same folder (``.step-<n>.pt.tmp-<pid>``), which is flushed and fsync-ed;
+2. ``os.replace`` renames it to its final name (atomic on POSIX) and the folder is fsync-ed;
+3. all but the newest ``keep`` checkpoints are deleted.
+
+A process killed at any point leaves either the old set of files or the new one, never a
+half-written ``step-*.pt``: the previous checkpoint stays loadable (a stale temporary file is
+ignored and removed by the next save).
+
+:func:`load_checkpoint` uses ``torch.load(weights_only=True)``: only tensors and plain
+containers are unpickled, never arbitrary code. A corrupt, truncated or foreign file raises
+:class:`~ostl.errors.CheckpointError` naming the path. Every file carries a format tag and a
+version. By default a payload holding NaN or Inf is refused (:class:`~ostl.errors.NonFiniteError`)
+so that a poisoned state never replaces a good checkpoint.
+
+The RNG states of torch, numpy and Python's ``random`` are saved and restored with
+:func:`rng_state` / :func:`set_rng_state`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import CheckpointError, NonFiniteError, OptionError
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT",
+    "VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "list_checkpoints",
+    "rng_state",
+    "set_rng_state",
+]
+
+FORMAT = "ostl-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+#: Test hook: called with the temporary file's path halfway through writing it (the kill -9
+#: test pauses there). None in normal use.
+MID_WRITE_HOOK: Callable[[Path], None] | None = None
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """The checkpoint files of ``directory``, oldest first (by step)."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(
+    directory: str | Path,
+    payload: dict[str, Any],
+    *,
+    step: int,
+    keep: int = 3,
+    require_finite: bool = True,
+) -> Path:
+    """Write ``payload`` atomically as ``directory/step-<step>.pt``; keep the newest ``keep``.
+
+    Args:
+        directory: the checkpoint folder (created if missing).
+        payload: tensors and plain containers (dict, list, tuple, str, int, float, bool, None).
+        step: the position in the stream (names the file; larger is newer).
+        keep: how many checkpoints to keep (the newest); at least 1.
+        require_finite: refuse a payload with NaN or Inf (raises NonFiniteError, writes nothing).
+
+    Returns:
+        The path written.
+    """
+    if not isinstance(keep, int) or keep < 1:
+        raise OptionError(f"keep must be a positive int, got {keep!r}")
+    if not isinstance(step, int) or step < 0:
+        raise OptionError(f"step must be a non-negative int, got {step!r}")
+    if require_finite:
+        bad = [n for n, t in _tensors("", payload) if t.is_floating_point() and not _finite(t)]
+        if bad:
+            raise NonFiniteError(
+                f"refusing to write a poisoned checkpoint: {', '.join(bad[:5])} hold NaN/Inf "
+                "(the previous checkpoint is kept)"
+            )
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, "step": step, "payload": payload}, buf)
+    data = buf.getbuffer()
+    final = d / f"step-{step:012d}.pt"
+    tmp = d / f".{final.name}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        half = len(data) // 2
+        f.write(data[:half])
+        if MID_WRITE_HOOK is not None:
+            f.flush()
+            MID_WRITE_HOOK(tmp)
+        f.write(data[half:])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(d)
+    for old in list_checkpoints(d)[:-keep]:
+        old.unlink(missing_ok=True)
+    for stale in d.glob(".step-*.pt.tmp-*"):  # left by a killed writer
+        if stale != tmp:
+            stale.unlink(missing_ok=True)
+    return final
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The payload of a checkpoint file, or of the newest loadable one in a folder.
+
+    In a folder, a newest file that cannot be read is reported with a warning and the one
+    before it is tried.
+
+    Raises:
+        CheckpointError: no checkpoint, or a file that is corrupt, truncated or not ours.
+    """
+    p = Path(path)
+    if p.is_dir():
+        files = list_checkpoints(p)
+        if not files:
+            raise CheckpointError(f"{p}: no checkpoint (step-*.pt) in this folder")
+        errors = []
+        for f in reversed(files):
+            try:
+                return _load_file(f)
+            except CheckpointError as e:
+                errors.append(str(e))
+                warnings.warn(f"skipping an unreadable checkpoint: {e}", stacklevel=2)
+        raise CheckpointError(f"{p}: no loadable checkpoint: {'; '.join(errors)}")
+    return _load_file(p)
+
+
+def _load_file(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: we raise anyway
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, unsafe globals, I/O error
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{p}: not a readable ostl checkpoint (corrupt, truncated or foreign file): {first}"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not an ostl checkpoint (no {FORMAT!r} format tag)")
+    if obj.get("version") != VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint format version {obj.get('version')!r}; this ostl reads {VERSION}"
+        )
+    payload = obj.get("payload")
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{p}: the checkpoint has no payload")
+    return payload
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of torch (CPU and CUDA), numpy and Python's ``random``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+        "python": _to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), gauss))
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def _finite(t: Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+def _tensors(prefix: str, obj: Any) -> Iterator[tuple[str, Tensor]]:
+    if isinstance(obj, Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(f"{prefix}.{k}" if prefix else str(k), v)
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            yield from _tensors(f"{prefix}.{i}", v)
+
+
+def _fsync_dir(d: Path) -> None:
+    """Make the rename durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,480 @@
+"""The ``ostl`` command: ``list``, ``train``, ``compare`` and ``demo``.
+
+::
+
+    ostl list
+    ostl train --task digits --cell snu --rule ostl --hidden 128 --epochs 10 --out runs/x
+    ostl train --config runs/x/config.json          # rerun a run from its folder
+    ostl train ... --out runs/x --checkpoint-every 500 --keep 3
+    ostl train --resume runs/x                      # continue from the newest checkpoint
+    ostl train --nproc 2 --task digits ...          # 2 processes (torchrun), data-parallel
+    ostl compare --task digits --rules bptt,ostl,osttp [--quick]
+
+Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
+``ostl: error: ...`` on stderr and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import fields, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..cells import CELLS
+from ..errors import OSTLError
+from ..numerics import flush_denormals_globally
+from ..rules import RULES, TraceRule
+
+__all__ = ["main", "build_parser"]
+
+
+class CLIError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+class WorkerError(Exception):
+    """A worker process of ``--nproc`` failed: reported as one line, exit status 1."""
+
+
+# -- argument types ------------------------------------------------------------------------
+def _positive(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
+
+
+def _nonnegative(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s}")
+    return v
+
+
+def _sizes(s: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes such as 128,128, got {s!r}"
+        ) from None
+    if any(v <= 0 for v in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {s}")
+    return sizes
+
+
+def _names(s: str) -> list[str]:
+    return [x.strip().lower() for x in s.split(",") if x.strip()]
+
+
+# -- commands ------------------------------------------------------------------------------
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    run_demo(DemoConfig(epochs=args.epochs, seed=args.seed), progress=not args.no_progress)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from ..tasks import TASKS
+
+    print("tasks:")
+    for name, cls in TASKS.items():
+        d = cls.defaults
+        hidden = ",".join(map(str, d.hidden))
+        print(f"  {name:<10} {cls.summary}  [default: {d.cell} {hidden}]")
+    print("cells:", ", ".join(CELLS))
+    print("rules:", ", ".join(RULES))
+    return 0
+
+
+_BUDGET = ("cell", "hidden", "recurrent", "epochs", "batch_size", "lr", "schedule", "seed")
+
+
+def _config(args: argparse.Namespace, quick: bool = False) -> Any:
+    """The TrainConfig of a train/compare command: --config file, then explicit options."""
+    from ..tasks import TASKS, parse_options
+    from .train import TrainConfig
+
+    if getattr(args, "config", None):
+        try:
+            cfg = TrainConfig.from_json(json.loads(Path(args.config).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise CLIError(f"cannot read the config {args.config}: {e}") from None
+    else:
+        cfg = TrainConfig()
+    given = {
+        k: getattr(args, k)
+        for k in (
+            *_BUDGET,
+            "task",
+            "device",
+            "threads",
+            "nonfinite",
+            "hardware",
+            "pcm_update",
+            "compile",
+        )  # fmt: skip
+        if getattr(args, k, None) is not None
+    }
+    if getattr(args, "rule", None) is not None:
+        given["rule"] = args.rule.lower()
+    if given.get("task") is not None:
+        given["task"] = given["task"].lower()
+    cfg = replace(cfg, **given)
+    if cfg.task not in TASKS:
+        raise CLIError(f"unknown task {cfg.task!r}: expected one of {', '.join(TASKS)}")
+    if cfg.cell is not None and cfg.cell.lower() not in CELLS:
+        raise CLIError(f"unknown cell {cfg.cell!r}: expected one of {', '.join(CELLS)}")
+    opts = dict(cfg.task_options)
+    if quick:
+        budget_keys = {f.name for f in fields(TrainConfig)}
+        for k, v in TASKS[cfg.task].quick.items():
+            if k in budget_keys and k not in given:
+                cfg = replace(cfg, **{k: v})
+            elif k not in budget_keys:
+                opts.setdefault(k, v)
+    opts.update(parse_options(cfg.task, args.task_opt or []))
+    return replace(cfg, task_options=opts)
+
+
+def _default_out(*parts: str) -> Path:
+    return Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N`` (the workers must not relaunch)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _saved_config(out: Path) -> Any:
+    """The TrainConfig of the run folder ``out`` (its config.json), for ``--resume``."""
+    from .train import TrainConfig
+
+    path = out / "config.json"
+    try:
+        return TrainConfig.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        raise CLIError(f"--resume {out}: cannot read {path.name}: {e}") from None
+
+
+def _launch_train(args: argparse.Namespace, cfg: Any, out: Path | None) -> int:
+    """``ostl train --nproc N``: the same command in N processes under torchrun."""
+    from .. import distributed as dist
+
+    if dist.launched():
+        raise CLIError("--nproc inside a torchrun worker: launch with one or the other, not both")
+    batch = cfg.batch_size
+    if batch is None:
+        from ..tasks import TASKS
+
+        batch = TASKS[cfg.task].defaults.batch_size
+    if batch < args.nproc:
+        raise CLIError(
+            f"--nproc {args.nproc} needs a batch of at least {args.nproc} sequences (one per "
+            f"process), got --batch-size {batch}"
+        )
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda":  # NCCL: one GPU per process, cuda:LOCAL_RANK
+        if dev.index is not None:
+            raise CLIError(f"--nproc with --device {cfg.device}: use --device cuda (each process "
+                           "takes its own GPU, cuda:LOCAL_RANK)")  # fmt: skip
+        if torch.cuda.device_count() < args.nproc:
+            raise CLIError(
+                f"--nproc {args.nproc} on CUDA needs {args.nproc} GPUs (one per process), this "
+                f"machine has {torch.cuda.device_count()}"
+            )
+    # the run folder is named here, once: every worker gets the same --out (or --resume)
+    worker = ["-m", "ostl", *_without_nproc(args.argv)]
+    if out is not None:
+        worker += ["--out", str(out)]
+    status = dist.launch(worker, args.nproc)
+    if status != 0:
+        raise WorkerError(
+            f"a worker process failed (torchrun exit status {status}); every worker was "
+            "stopped. The failing rank's error is above."
+        )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .. import distributed as dist
+    from .compare import format_table
+    from .train import resume, train
+
+    ckpt = {
+        "checkpoint_every": args.checkpoint_every,
+        "keep": args.keep,
+        "stop_after_steps": args.stop_after_steps,
+    }
+    nproc = args.nproc is not None and args.nproc > 1
+    if args.resume:
+        out = _resume_dir(args)
+        cfg = _saved_config(out)
+        if nproc:
+            return _launch_train(args, cfg, None)
+        run = partial(resume, out, progress=not args.no_progress, **ckpt)
+    else:
+        cfg = _config(args)
+        if cfg.rule not in RULES:
+            raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
+        if cfg.compile and not issubclass(RULES[cfg.rule], TraceRule):
+            raise CLIError(f"--compile applies to the online trace rules, not to {cfg.rule}")
+        out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
+        if out.exists() and not out.is_dir():
+            raise CLIError(f"--out {out}: exists and is not a folder")
+        if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+            raise CLIError(
+                f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
+                "choose another folder"
+            )
+        if nproc:
+            return _launch_train(args, cfg, out)
+        run = partial(train, cfg, out, progress=not args.no_progress, **ckpt)
+    dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
+    try:
+        result = run()
+        reports = dist.is_main()
+    finally:
+        dist.shutdown()
+    if not reports:  # one report, from rank 0
+        return 0
+    if result.stopped_at_step is not None:
+        print(
+            f"stopped after step {result.stopped_at_step}; checkpoint in {out / 'checkpoints'}; "
+            f"continue with: ostl train --resume {out}"
+        )
+        return 0
+    print(format_table([result]))
+    if result.skipped_updates:
+        print(f"skipped {result.skipped_updates} update(s) with NaN/Inf (--nonfinite skip)")
+    if result.hardware is not None:
+        hw = result.hardware
+        drift = ", ".join(f"{k} {v:.4f}" for k, v in hw["drift"].items())
+        print(
+            f"PCM ({hw['update']}): {hw['program_events']} programming events "
+            f"({hw['events_per_weight']:.1f} per weight); test {hw['test_programmed']:.4f} "
+            f"after programming; after drift: {drift}"
+        )
+    print(f"run folder: {out}")
+    return 0
+
+
+def _resume_dir(args: argparse.Namespace) -> Path:
+    """The run folder of --resume, checked; no run option may be given with it."""
+    given = [
+        "--" + k.replace("_", "-")
+        for k in (
+            *_BUDGET,
+            "task",
+            "device",
+            "threads",
+            "nonfinite",
+            "rule",
+            "config",
+            "out",
+            "compile",
+        )  # fmt: skip
+        if getattr(args, k, None) is not None
+    ] + (["--task-opt"] if args.task_opt else [])
+    if given:
+        raise CLIError(
+            f"--resume continues a run with its own config.json: drop {', '.join(given)}"
+        )
+    out = Path(args.resume)
+    if not out.is_dir():
+        raise CLIError(f"--resume {out}: no such run folder")
+    if not (out / "config.json").is_file():
+        raise CLIError(f"--resume {out}: no config.json (not a run folder written by ostl train)")
+    return out
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ..distributed import launched
+    from .compare import DEFAULT_RULES, available_rules, compare, format_table
+
+    if launched():
+        raise CLIError("compare runs in one process: under torchrun, use `ostl train` per rule")
+
+    if args.rules is None:
+        rules, missing = available_rules(DEFAULT_RULES)
+        if missing:
+            print(f"note: rule(s) {', '.join(missing)} not available here; comparing {rules}")
+    else:
+        rules = _names(args.rules)
+        unknown = [r for r in rules if r not in RULES]
+        if unknown or not rules:
+            raise CLIError(
+                f"unknown rule(s) {', '.join(unknown) or '(none given)'}: expected names from "
+                f"{', '.join(RULES)}"
+            )
+    cfg = _config(args, quick=args.quick)
+    out = Path(args.out) if args.out else _default_out("compare", cfg.task)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
+    results = compare(cfg, rules, out, progress=not args.no_progress)
+    r0 = results[0].config
+    print(
+        f"\n{r0.task}: {r0.cell} {list(r0.hidden or ())}, {r0.epochs} epochs, batch "
+        f"{r0.batch_size}, Adam lr {r0.lr}, schedule {r0.schedule!r}, seed {r0.seed}"
+    )
+    print(format_table(results))
+    print(f"compare folder: {out}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", help="task name (ostl list); default digits")
+    p.add_argument("--cell", help="cell of the hidden layers (default: the task's)")
+    p.add_argument("--hidden", type=_sizes, help="hidden layer sizes, e.g. 128,128")
+    p.add_argument(
+        "--recurrent", action="store_const", const=True, help="recurrent weights H in each layer"
+    )
+    p.add_argument("--epochs", type=_positive)
+    p.add_argument("--batch-size", dest="batch_size", type=_positive)
+    p.add_argument("--lr", type=_positive_float, help="Adam learning rate")
+    p.add_argument(
+        "--schedule",
+        choices=("online", "sequence"),
+        help="online: online rules update every step, BPTT every sequence (default); "
+        "sequence: every rule once per sequence",
+    )
+    p.add_argument("--seed", type=_nonnegative)
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (default 1)")
+    p.add_argument(
+        "--task-opt",
+        dest="task_opt",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a task option, e.g. steps=30 (repeatable)",
+    )
+    p.add_argument(
+        "--hardware",
+        choices=("pcm",),
+        help="run the synapses on simulated PCM crossbars (aihwkit; docs/hardware.md)",
+    )
+    p.add_argument(
+        "--pcm-update",
+        dest="pcm_update",
+        choices=("mixed", "direct", "offline"),
+        help="with --hardware pcm: mixed-precision or direct programming of every update "
+        "(online, on the crossbars; default mixed), or offline: train in software, then program",
+    )
+    p.add_argument("--out", help="output folder (default runs/<name>-<time>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="run the online rule's step under torch.compile (compiles in the first steps; "
+        "BENCHMARKS.md says where it pays off)",
+    )
+    p.add_argument(
+        "--nonfinite",
+        choices=("raise", "skip"),
+        help="NaN/Inf in inputs, signals or gradients: stop with an error naming the step "
+        "(raise, default) or skip that update and count it (skip)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ostl", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="online learning with OSTL on a synthetic pattern")
+    d.add_argument("--epochs", type=_positive, default=60)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    d.add_argument("--no-progress", action="store_true", help="print lines instead of a bar")
+    d.set_defaults(func=_cmd_demo)
+    ls = sub.add_parser("list", help="list the tasks, cells and rules")
+    ls.set_defaults(func=_cmd_list)
+    t = sub.add_parser("train", help="train one network with one rule on a task")
+    t.add_argument("--rule", help="learning rule (default ostl)")
+    t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
+    t.add_argument(
+        "--nproc",
+        type=_positive,
+        help="processes on this machine, data-parallel (relaunches through torchrun; the batch "
+        "is split between them)",
+    )
+    _add_run_options(t)
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument(
+        "--checkpoint-every",
+        dest="checkpoint_every",
+        type=_positive,
+        metavar="N",
+        help="write a checkpoint every N time steps (and at every epoch end) to OUT/checkpoints",
+    )
+    t.add_argument("--keep", type=_positive, default=3, help="checkpoints to keep (default 3)")
+    t.add_argument(
+        "--stop-after-steps",
+        dest="stop_after_steps",
+        type=_positive,
+        metavar="N",
+        help="write a checkpoint and stop after N time steps (continue with --resume)",
+    )
+    t.set_defaults(func=_cmd_train)
+    c = sub.add_parser("compare", help="train the same network with several rules, side by side")
+    c.add_argument("--rules", help="comma-separated rules (default bptt,ostl,osttp)")
+    c.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    _add_run_options(c)
+    c.set_defaults(func=_cmd_compare)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ostl`` command; returns the exit status."""
+    from ..tasks import MissingDependencyError
+
+    # before any torch work, so that torch's worker threads inherit it (see ostl.numerics)
+    flush_denormals_globally()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return int(args.func(args))
+    except (CLIError, OSTLError, MissingDependencyError, ValueError, OSError) as e:
+        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except WorkerError as e:
+        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ostl {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,218 @@
+"""Resumable training epochs: the stream position, the epoch's accumulators, checkpointing.
+
+:class:`Epoch` runs one training epoch one time step at a time and knows where it is: the
+batch index and the step within the batch, the running loss and metric, and the outputs of the
+batch so far. All of that goes into a checkpoint (:meth:`Epoch.state_dict`) together with the
+learner, so that a run interrupted after any step continues from that step exactly
+(``ostl.run.train.train(..., resume=True)``): the data order comes from a generator whose state at
+the start of the epoch is saved, and the batches already trained are regenerated and skipped.
+
+:class:`Checkpointer` decides when to write (every N steps, at the end of every epoch, when the
+run is told to stop) and writes through :func:`ostl.run.checkpoint.save_checkpoint`; it is the only
+place a training run writes checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import distributed as dist
+from ..errors import CheckpointError, OptionError
+from ..learner import Learner
+from ..tasks import Task
+from ..tasks.data import Batch, as_list
+from .checkpoint import save_checkpoint
+from .meter import MemoryMeter, StepTimer
+
+__all__ = [
+    "Epoch",
+    "Checkpointer",
+    "Stopped",
+    "Progress",
+    "to_device",
+    "check_run_options",
+    "this_rank",
+]
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not an error
+    """Raised after the checkpoint at ``stop_after_steps`` (the run can be resumed)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped after step {step}")
+        self.step = step
+
+
+def to_device(batch: Batch, dev: torch.device) -> tuple[Tensor, list[Tensor | None]]:
+    return batch.xs.to(dev), [None if t is None else t.to(dev) for t in as_list(batch.targets)]
+
+
+class Epoch:
+    """One training epoch: learner steps over every batch, running loss and metric.
+
+    Attributes:
+        batch: index of the current batch in the epoch.
+        t: steps done in the current batch.
+    """
+
+    def __init__(self, learner: Learner, task: Task, meter: MemoryMeter, timer: StepTimer) -> None:
+        self.learner, self.task, self.meter, self.timer = learner, task, meter, timer
+        self.begin()
+
+    def begin(self) -> None:
+        """Start of an epoch: position 0, empty accumulators."""
+        self.metric = self.task.metric()
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.batch, self.t = 0, 0
+        self.ys: list[Tensor] = []
+
+    def run(
+        self,
+        batches: Iterable[Batch],
+        on_batch: Callable[[float, float], None],
+        after_step: Callable[[], None] = lambda: None,
+    ) -> tuple[float, float]:
+        """Train from the current position to the end of the epoch; returns (loss, metric).
+
+        ``after_step()`` runs after every step, with the position already advanced (it may
+        checkpoint, or raise :class:`Stopped`).
+        """
+        learner, dev = self.learner, self.learner.net.device
+        for b, batch in enumerate(batches):
+            if b < self.batch:  # trained before the checkpoint: generated (same RNG), skipped
+                continue
+            xs, targets = to_device(batch, dev)
+            t0 = self.t
+            with self.timer:
+                if t0 == 0 and (batch.reset or b == 0):
+                    learner.reset(xs.shape[1])
+                for t in range(t0, len(xs)):
+                    with self.meter.step():
+                        self.ys.append(learner.step(xs[t], targets[t]))
+                    self.t = t + 1
+                    after_step()
+                loss_sum, loss_n = learner.runner.take_losses()  # the stream keeps running
+                self.loss_sum, self.loss_n = self.loss_sum + loss_sum, self.loss_n + loss_n
+                learner.end_sequence()
+                self.meter.graph_freed()
+            self.timer.steps += len(xs) - t0
+            self.metric.update(torch.stack(self.ys), batch)
+            self.batch, self.t, self.ys = b + 1, 0, []
+            on_batch(self.loss_sum / max(self.loss_n, 1), self.metric.value())
+        loss_sum, n = dist.all_reduce_sums([self.loss_sum, self.loss_n])  # over every rank
+        dist.reduce_metric(self.metric)
+        return loss_sum / max(n, 1), self.metric.value()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "t": self.t,
+            "loss_sum": self.loss_sum,
+            "loss_n": self.loss_n,
+            "metric": dict(vars(self.metric)),
+            "ys": [y.clone() for y in self.ys],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.begin()
+        self.batch, self.t = int(state["batch"]), int(state["t"])
+        self.loss_sum, self.loss_n = float(state["loss_sum"]), int(state["loss_n"])
+        for k, v in state["metric"].items():
+            setattr(self.metric, k, v)
+        dev = self.learner.net.device
+        self.ys = [y.to(dev) for y in state["ys"]]
+
+
+class Checkpointer:
+    """When and where a training run writes checkpoints (``<run folder>/checkpoints``).
+
+    Args:
+        directory: the checkpoint folder.
+        every: write after every ``every`` steps (None: only at epoch ends and at the stop).
+        keep: how many checkpoints to keep.
+        stop_after: write a checkpoint and raise :class:`Stopped` after this many steps.
+    """
+
+    def __init__(
+        self, directory: Path, every: int | None, keep: int, stop_after: int | None
+    ) -> None:
+        self.directory, self.every, self.keep, self.stop_after = directory, every, keep, stop_after
+
+    def after_step(self, step: int, payload: Callable[[], dict[str, Any] | None]) -> None:
+        stop = self.stop_after is not None and step >= self.stop_after
+        if stop or (self.every is not None and step % self.every == 0):
+            self.save(payload(), step)
+        if stop:
+            raise Stopped(step)
+
+    def save(self, payload: dict[str, Any] | None, step: int) -> Path | None:
+        """Write one checkpoint (atomically; a poisoned payload is refused).
+
+        In a process group only rank 0 has the payload (every rank's state, gathered) and
+        writes; the other ranks pass None and write nothing.
+        """
+        if payload is None:
+            return None
+        return save_checkpoint(self.directory, payload, step=step, keep=self.keep)
+
+
+def this_rank(saved: dict[str, Any], where: Path) -> dict[str, Any]:
+    """This rank's own part of a checkpoint (learner, epoch position, RNG, meters).
+
+    A checkpoint written by N processes holds rank 0's part at the top level and the others'
+    under ``"ranks"``; it resumes only with the same N (each rank holds its own sequences'
+    state and traces).
+    """
+    n, world = int(saved.get("processes", 1)), dist.world_size()
+    if n != world:
+        raise CheckpointError(
+            f"{where}: the checkpoint was written by {n} process(es), this run has {world}: "
+            f"resume with the same number of processes (--nproc {n})"
+        )
+    r = dist.rank()
+    return {} if r == 0 else dict(saved["ranks"][r - 1])
+
+
+def check_same_config(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
+    """A checkpoint resumes only the run that wrote it."""
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise CheckpointError(
+            f"{where}: the checkpoint was written by a run with another configuration ({detail})"
+        )
+
+
+@dataclass
+class Progress:
+    """What a run carries across epochs (and into its checkpoints)."""
+
+    epoch: int  # the current epoch (1-based)
+    epoch_rng: Tensor  # the data generator's state at the start of ``epoch``
+    history: list[dict[str, float]]
+    best_valid: float | None
+    best_epoch: int
+    best_state: dict[str, Tensor]
+    elapsed: float = 0.0  # wall seconds before this process (resumed runs)
+
+
+def check_run_options(
+    out: str | Path | None,
+    checkpoint_every: int | None,
+    keep: int,
+    resume: bool,
+    stop_after_steps: int | None,
+) -> None:
+    for name, v in (("checkpoint_every", checkpoint_every), ("stop_after_steps", stop_after_steps)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise OptionError(f"{name} must be a positive int or None, got {v!r}")
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep <= 0:
+        raise OptionError(f"keep must be a positive int, got {keep!r}")
+    if out is None and (resume or checkpoint_every or stop_after_steps):
+        raise OptionError("checkpoints, resume and stop_after_steps need a run folder (out)")

@@ -1,0 +1,120 @@
+"""The training loop: run folder, reproducibility, schedules, memory accounting."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ostl.rules import BPTT, OSTL, RULES
+from ostl.run.compare import compare, format_bytes, format_table
+from ostl.run.train import TrainConfig, train, update_every
+
+TINY = TrainConfig(
+    task="digits",
+    rule="ostl",
+    hidden=(12,),
+    epochs=2,
+    batch_size=16,
+    task_options={"steps": 5, "train_size": 48, "test_size": 32},
+)
+
+
+def test_train_writes_a_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(TINY, out, progress=False)
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "metrics.csv",
+        "summary.json",
+        "learning_curves.png",
+        "raster.png",  # SNU hidden layer: spikes
+    }
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert set(rows[0]) == {"epoch", "train_loss", "train_metric", "valid_metric", "seconds"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test_metric"] == result.test_metric and 0 <= result.test_metric <= 1
+    assert summary["metric"] == "accuracy" and summary["environment"]["torch"]
+    assert 1 <= result.best_epoch <= 2 and 0 <= result.final_test_metric <= 1
+    # 48 images / 16 per batch × 5 steps × 2 epochs, one update per step (online)
+    assert result.steps == 30 and result.updates == 30
+    assert result.seconds_per_step > 0 and result.peak_bytes > 0
+
+
+def test_config_json_reproduces_the_run(tmp_path: Path) -> None:
+    first = train(TINY, tmp_path / "a", progress=False)
+    cfg = TrainConfig.from_json(json.loads((tmp_path / "a" / "config.json").read_text()))
+    assert cfg.cell == "snu" and cfg.lr is not None  # task defaults are written out
+    again = train(cfg, tmp_path / "b", progress=False)
+    assert again.test_metric == first.test_metric
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in first.history]
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_json({"task": "digits", "colour": "red"})
+
+
+def test_schedules() -> None:
+    assert update_every(OSTL(), "online") == 1
+    assert update_every(BPTT(), "online") is None  # BPTT needs the whole sequence
+    assert update_every(OSTL(), "sequence") is None
+
+
+def test_one_stateful_layer_ostl_per_sequence_equals_bptt() -> None:
+    """Same seed, same data, updates once per sequence: OSTL is exact, so the runs coincide."""
+    cfg = replace(TINY, schedule="sequence", epochs=1)
+    a = train(replace(cfg, rule="bptt"), progress=False)
+    b = train(replace(cfg, rule="ostl"), progress=False)
+    assert math.isclose(a.history[0]["train_loss"], b.history[0]["train_loss"], rel_tol=1e-4)
+    assert a.test_metric == b.test_metric
+
+
+def test_peak_memory_grows_with_t_for_bptt_only() -> None:
+    def peak(rule: str, steps: int) -> int:
+        opts = {**TINY.task_options, "steps": steps}
+        return train(
+            replace(TINY, rule=rule, epochs=1, task_options=opts), progress=False
+        ).peak_bytes
+
+    assert peak("bptt", 20) > 2 * peak("bptt", 5)
+    assert peak("ostl", 20) == peak("ostl", 5)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("epochs", 0, "epochs"),
+        ("batch_size", -1, "batch_size"),
+        ("hidden", (0,), "hidden"),
+        ("lr", -0.1, "lr"),
+        ("rule", "magic", "unknown rule"),
+        ("schedule", "weekly", "schedule"),
+    ],
+)
+def test_bad_config_is_rejected(field: str, value: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        train(replace(TINY, **{field: value}), progress=False)
+
+
+def test_compare_writes_one_folder_per_rule_and_a_figure(tmp_path: Path) -> None:
+    rules = [r for r in ("bptt", "ostl", "osttp") if r in RULES]
+    results = compare(replace(TINY, epochs=1), rules, tmp_path, progress=False)
+    assert [r.config.rule for r in results] == rules
+    for name in (*rules, "compare.png", "table.md", "summary.json"):
+        assert (tmp_path / name).exists()
+    table = format_table(results)
+    assert table.count("\n") == len(rules) + 1 and "peak memory" in table
+    assert format_bytes(1536) == "1.5 KiB" and format_bytes(12) == "12 B"
+
+
+def test_model_selection_keeps_the_best_validation_epoch() -> None:
+    result = train(replace(TINY, epochs=3), progress=False)
+    valid = [h["valid_metric"] for h in result.history]
+    assert valid[result.best_epoch - 1] == max(valid)
+    assert valid.index(max(valid)) == result.best_epoch - 1  # the first of equal bests
+    if result.best_epoch == 3:
+        assert result.test_metric == result.final_test_metric
