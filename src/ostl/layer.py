@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, Literal, NamedTuple, Protocol, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -278,11 +278,42 @@ class Network(nn.Module):
 
     def forward(self, xs: Tensor, state: Sequence[Any] | None = None) -> Tensor:
         """Unroll over a sequence with plain autograd: xs (T, B, n_in) -> ys (T, B, n_out)."""
+        return self.unroll(xs, state)[0]
+
+    @overload
+    def unroll(
+        self, xs: Tensor, state: Sequence[Any] | None = None, *, per_layer: Literal[False] = ...
+    ) -> tuple[Tensor, tuple[Any, ...]]: ...
+
+    @overload
+    def unroll(
+        self, xs: Tensor, state: Sequence[Any] | None = None, *, per_layer: Literal[True]
+    ) -> tuple[tuple[Tensor, ...], tuple[Any, ...]]: ...
+
+    def unroll(
+        self, xs: Tensor, state: Sequence[Any] | None = None, *, per_layer: bool = False
+    ) -> tuple[Tensor | tuple[Tensor, ...], tuple[Any, ...]]:
+        """Run a whole sequence with plain autograd (the one unroll of the library).
+
+        Args:
+            xs: (T, B, n_in) inputs, checked (dtype, device, shape, finiteness).
+            state: the state to start from (default: the resting state).
+            per_layer: return every layer's outputs, not only the network's.
+
+        Returns:
+            (ys, final state): ys is (T, B, n_out), or with ``per_layer`` a tuple of one
+            (T, B, n_l) tensor per layer, bottom first.
+        """
         self.check_sequence(xs)
-        if state is None:
-            state = self.init_state(xs.shape[1])
-        ys = []
+        state = tuple(self.init_state(xs.shape[1]) if state is None else state)
+        outs: list[list[Tensor]] = [[] for _ in self.layers]
         for x in xs:
-            y, state = self.step(x, state)
-            ys.append(y)
-        return torch.stack(ys)
+            new = []
+            for i, (layer, s) in enumerate(zip(self.layers, state)):
+                x, s = layer(x, s)
+                outs[i].append(x)
+                new.append(s)
+            state = tuple(new)
+        if per_layer:
+            return tuple(torch.stack(o) for o in outs), state
+        return torch.stack(outs[-1]), state
