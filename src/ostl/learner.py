@@ -100,18 +100,7 @@ class Learner:
         same_target_steps: bool = False,
         compile: bool = False,
     ) -> None:
-        if update_every is not None and (
-            not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
-        ):
-            raise OptionError(f"update_every must be a positive int or None, got {update_every!r}")
-        if not callable(loss_fn):
-            raise TypeError("loss_fn must be callable: loss_fn(y_t, target_t) -> scalar")
-        if nonfinite not in NONFINITE:
-            raise OptionError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-            )
+        _check_options(loss_fn, optimizer, update_every, nonfinite, unlocked, compile)
         self.net = net
         self.rule = get_rule(rule)
         self.runner = self.rule.bind(net)
@@ -126,18 +115,8 @@ class Learner:
         self._pending = False  # a target was seen since the last update
         self.unlocked = bool(unlocked)
         if self.unlocked:
-            if update_every != 1:
-                raise OptionError(
-                    "unlocked=True applies each layer's update right after its own step: it "
-                    f"needs update_every=1, got {update_every!r}"
-                )
             _check_unlockable(self.runner).on_layer_update = self._update_layer
         if compile:
-            if self.unlocked:
-                raise OptionError(
-                    "compile=True compiles the whole step; unlocked=True applies updates in the "
-                    "middle of it: choose one"
-                )
             self.runner.compile()
         self.distributed = bool(distributed)
         self.same_target_steps = bool(same_target_steps)
@@ -337,3 +316,36 @@ def _check_unlockable(runner: Runner) -> Runner:
             "updates need nothing from the layers above. Use ostl.rules.OSTTP, or unlocked=False."
         )
     return runner
+
+
+def _check_options(
+    loss_fn: Any,
+    optimizer: Any,
+    update_every: int | None,
+    nonfinite: str,
+    unlocked: bool,
+    compile: bool,
+) -> None:
+    """The Learner's options, each with an error that says what was expected."""
+    if update_every is not None and (
+        not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
+    ):
+        raise OptionError(f"update_every must be a positive int or None, got {update_every!r}")
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be callable: loss_fn(y_t, target_t) -> scalar")
+    if nonfinite not in NONFINITE:
+        raise OptionError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    if unlocked and update_every != 1:
+        raise OptionError(
+            "unlocked=True applies each layer's update right after its own step: it "
+            f"needs update_every=1, got {update_every!r}"
+        )
+    if unlocked and compile:
+        raise OptionError(
+            "compile=True compiles the whole step; unlocked=True applies updates in the "
+            "middle of it: choose one"
+        )

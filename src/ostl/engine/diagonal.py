@@ -133,45 +133,59 @@ def advance(
     if p.mode != "map":
         J = J.complete()  # the output's row is read
     B, N = x.shape[0], p.n
-    ref = y_prev
-    S = J.row
-    mem, o = p.mem, p.o
-    if p.mode == "map":  # fold the path through y_{t-1} into the recursion
-        A_rows = [[_add(S(i)[j], _mul(S(i)[o], trace.D[jj])) for jj, j in enumerate(mem)]
-                  for i in mem]  # fmt: skip
-    else:
-        A_rows = [[S(i)[j] for j in mem] for i in mem]
-    A = _grid(A_rows, B, N, ref) if mem else None
-    w = w_old = None
-    if L is not None and mem:
-        if p.mode == "map":
-            assert J.out is not None
-            w = _stack([_mul(L, J.out[i]) for i in mem], B, N, ref)
-        elif p.mode == "memoryless":
-            w_old = _stack([_mul(L, S(o)[i]) for i in mem], B, N, ref)
-        else:
-            w = _stack([L if i == o else 0.0 for i in mem], B, N, ref)
+    A, w, w_old = _recursion_and_weights(p, trace, J, L, y_prev)
     grads: dict[str, Tensor] | None = {} if L is not None else None
     for blk in p.blocks:
         coef, pre = _immediate(p, blk, J, x, y_prev, trace.D_phi)
         g = None
-        if mem:
-            assert A is not None
+        if A is not None:  # M > 0 stored variables
             g = kernels.trace_step(trace.eps[blk.kind], A, coef, pre, w, w_old)
         if grads is not None:
             assert L is not None
             g = _direct(p, blk, J, L, x, y_prev, g)
             grads.update(blk.to_param_shape(g, N))
     if p.mode == "map":
-        assert J.out is not None
-        D = _stack([J.out[i] for i in mem], B, N, ref)
-        D_phi = trace.D_phi
-        if D_phi.shape[0]:
-            assert J.out_params is not None
-            phi = next(b for b in p.blocks if b.kind == "phi")
-            D_phi = _stack([J.out_params[q] for q in phi.index], B, N, ref)
-        trace = DiagonalTrace(trace.eps, D, D_phi)
+        trace = _output_factors(p, trace, J, B, y_prev)
     return trace, grads
+
+
+def _recursion_and_weights(
+    p: DiagonalPlan, trace: DiagonalTrace, J: NeuronJacobians, L: Tensor | None, ref: Tensor
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(A (M, M, B, N), w, w_old (M, B, N)) of this step; None where absent (see the module
+    docstring for the three layouts)."""
+    mem, o, S = p.mem, p.o, J.row
+    if not mem:
+        return None, None, None
+    B, N = ref.shape
+    if p.mode == "map":  # fold the path through y_{t-1} into the recursion
+        A_rows = [[_add(S(i)[j], _mul(S(i)[o], trace.D[jj])) for jj, j in enumerate(mem)]
+                  for i in mem]  # fmt: skip
+    else:
+        A_rows = [[S(i)[j] for j in mem] for i in mem]
+    A = _grid(A_rows, B, N, ref)
+    if L is None:
+        return A, None, None
+    if p.mode == "map":
+        assert J.out is not None
+        return A, _stack([_mul(L, J.out[i]) for i in mem], B, N, ref), None
+    if p.mode == "memoryless":
+        return A, None, _stack([_mul(L, S(o)[i]) for i in mem], B, N, ref)
+    return A, _stack([L if i == o else 0.0 for i in mem], B, N, ref), None
+
+
+def _output_factors(
+    p: DiagonalPlan, trace: DiagonalTrace, J: NeuronJacobians, B: int, ref: Tensor
+) -> DiagonalTrace:
+    """The carry's ∂y/∂m and ∂y/∂φ of this step, for the next step's fold (``"map"``)."""
+    assert J.out is not None
+    D = _stack([J.out[i] for i in p.mem], B, p.n, ref)
+    D_phi = trace.D_phi
+    if D_phi.shape[0]:
+        assert J.out_params is not None
+        phi = next(b for b in p.blocks if b.kind == "phi")
+        D_phi = _stack([J.out_params[q] for q in phi.index], B, p.n, ref)
+    return DiagonalTrace(trace.eps, D, D_phi)
 
 
 def _immediate(
