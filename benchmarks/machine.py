@@ -64,25 +64,21 @@ def _version(dist: str) -> str | None:
 
 def _git_commit() -> str | None:
     """The repository's HEAD commit (with ``+dirty`` if the tree has changes), if any."""
-    root = Path(__file__).resolve().parents[3]
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
+
+
+def _git(*args: str) -> str:
+    """The output of a git command run in this repository (benchmarks/ is at its root)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=10
+    )
+    return out.stdout.strip()
 
 
 def machine_info() -> dict[str, Any]:
