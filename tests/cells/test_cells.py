@@ -12,7 +12,8 @@ from ostl.cells import CELLS
 from ostl.cells.base import dense
 from ostl.engine import neuron_jacobians
 
-from ..helpers import CELL_NAMES, DT, TRAINABLE
+from ..helpers import CELL_NAMES, DT, TRAINABLE, make_net, output_activity, sequence
+from ..registry import SPIKING
 
 F64 = dict(dtype=DT)
 
@@ -118,12 +119,7 @@ def _random_state(layer: ostl.Layer, B: int) -> object:
     st = layer.init_state(B)
     fields = []
     for name, t in zip(st._fields, st):
-        if (
-            name in ("z", "y")
-            and layer.cell.output == name
-            and isinstance(layer.cell, ostl.cells.SNU | ostl.cells.LIF | ostl.cells.ALIF)
-            and not isinstance(layer.cell, ostl.cells.SoftSNU)
-        ):
+        if name == layer.cell.output and layer.cell.spiking:
             fields.append((torch.rand_like(t) < 0.5).to(t.dtype))
         elif name == "y":
             fields.append(torch.rand_like(t))
@@ -188,6 +184,30 @@ def test_derived_jacobians_equal_jacrev_of_the_step(name: str, derive: bool) -> 
 
 def test_every_registered_cell_is_tested() -> None:
     assert set(CELLS) >= set(CELL_NAMES)
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_spiking_is_declared_truthfully(name: str) -> None:
+    """``Cell.spiking`` against the outputs of a recurrent layer driven to fire: a spiking
+    cell's outputs are exactly 0 or 1, and both occur; any other cell's are mostly neither."""
+    net = make_net(name, [3, 6], recurrent=True)
+    xs, _ = sequence(20, 3, 3)
+    for i, y in enumerate(output_activity(net, xs)):
+        binary = (y == 0) | (y == 1)
+        if CELLS[name].spiking:
+            assert bool(binary.all()), f"{name} declares spiking; layer {i} outputs non-spikes"
+            assert 0 < float(y.mean()) < 1, f"layer {i} of {name}: silent or saturated"
+        else:
+            frac = float(binary.double().mean())
+            assert frac < 0.5, f"{name} declares no spiking; layer {i}: {frac:.0%} 0 or 1"
+
+
+def test_every_spiking_set_is_the_registrys() -> None:
+    """The library derives its spiking set from the cells' declarations (nothing by hand)."""
+    from ostl.tasks.base import SPIKING_CELLS
+
+    assert SPIKING_CELLS == SPIKING == {n for n, c in CELLS.items() if c.spiking}
+    assert "snu" in SPIKING and "ssnu" not in SPIKING  # the soft SNU's output is a sigmoid
 
 
 def test_cell_options_are_checked() -> None:

@@ -9,24 +9,22 @@ import torch
 
 import ostl
 from ostl.engine import carry as tree
-from ostl.rules import BPTT, DFA, OSTL, OSTTP, RTRL, EProp, Rule, SnAp, TraceRule
+from ostl.rules import BPTT, OSTL, OSTTP, Rule, TraceRule
 
 from ..helpers import make_net, mse, sequence
+from ..registry import RULES_AND_VARIANTS, missing_rules
 
+#: Every registered rule and its variants (tests/registry.py), and combinations whose carries
+#: differ: a trace kind with another signal, half-precision traces.
 RULES: list[Rule] = [
-    OSTL(),
-    OSTL(recurrence="exact"),
-    OSTL(feedback="random"),
-    OSTTP(),
-    EProp(feedback="random"),
-    SnAp(),
-    DFA(),
+    *RULES_AND_VARIANTS,
     TraceRule("snap1", "target"),
     OSTL(trace_dtype=torch.bfloat16),
-    BPTT(),
-    BPTT(truncation=4),
-    RTRL(),
 ]
+
+
+def test_every_registered_rule_is_resumed() -> None:
+    assert not missing_rules(RULES), "add these to RULES_AND_VARIANTS in tests/registry.py"
 
 
 @pytest.mark.parametrize("rule", RULES, ids=repr)

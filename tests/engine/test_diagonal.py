@@ -14,6 +14,7 @@ from ostl.engine import diagonal, factorised, neuron_jacobians
 from ostl.rules import get_rule
 
 from ..helpers import CELL_NAMES, DT, TRAINABLE, make_net, mse, sequence
+from ..registry import PRESETS
 
 REDUCED = [n for n, c in CELLS.items() if c.has_output_map or not c.reads_previous_output]
 
@@ -124,7 +125,7 @@ def test_ostl_with_factorised_traces_equals_bptt() -> None:
 
 @pytest.mark.skipif(not kernels.available(), reason="no C compiler: PyTorch path only")
 @pytest.mark.parametrize("name", CELL_NAMES)
-@pytest.mark.parametrize("rule", ["ostl", "osttp", "eprop", "snap"])
+@pytest.mark.parametrize("rule", PRESETS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_fused_and_pytorch_traces_give_the_same_gradients(
     name: str, rule: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch

@@ -18,10 +18,10 @@ import ostl
 from ostl.rules import LossFn
 
 from ..helpers import DT, TRAINABLE, make_net, mse, sequence
+from ..registry import SPIKING
 
 #: Every registered cell, including cells added after tests/helpers.py was written.
 ALL_CELLS = list(ostl.CELLS)
-SPIKING = {"snu", "lif", "alif", "rf"}
 #: Per-neuron parameters trained in these tests (so their traces are checked too).
 TRAIN = {**TRAINABLE, "rf": {"trainable": ("decay", "frequency", "threshold")}}
 

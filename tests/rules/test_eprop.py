@@ -32,7 +32,7 @@ def _eprop_net(cell: str, recurrent: bool, **kw: object) -> ostl.Network:
     return net_for(cell, [3, 6], recurrent=recurrent, **{**PAPER[cell], **kw})
 
 
-@pytest.mark.parametrize("cell", ["lif", "alif"])
+@pytest.mark.parametrize("cell", list(PAPER))
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_symmetric_eprop_equals_ostl_diagonal(cell: str, recurrent: bool) -> None:
     """One recurrent LIF/ALIF layer (reset not differentiated) + memoryless Readout."""
@@ -96,7 +96,7 @@ def _paper_eprop(net: ostl.Network, xs: Tensor, ts: Tensor) -> dict[str, Tensor]
     return grads
 
 
-@pytest.mark.parametrize("cell", ["lif", "alif"])
+@pytest.mark.parametrize("cell", list(PAPER))
 def test_eprop_equals_the_papers_formulas(cell: str) -> None:
     """An independent implementation of the paper's equations (incl. ALIF's ε_a)."""
     net = _eprop_net(cell, recurrent=True)
@@ -108,7 +108,7 @@ def test_eprop_equals_the_papers_formulas(cell: str) -> None:
         assert_close(g[name], ref[name], TOL, name)
 
 
-@pytest.mark.parametrize("cell", ["lif", "alif"])
+@pytest.mark.parametrize("cell", list(PAPER))
 def test_eprop_without_h_equals_bptt_and_the_reset_convention_matters(cell: str) -> None:
     net = _eprop_net(cell, recurrent=False)
     xs, ts = sequence(15, 3, 3)

@@ -9,24 +9,12 @@ from torch import Tensor
 import ostl
 from ostl.rules import BPTT, DFA, OSTL, OSTTP, RTRL, EProp, Rule, SnAp, get_rule
 
+from ..registry import RULES_AND_VARIANTS, missing_rules
 from .oracles import ALL_CELLS, assert_fires, mse, net_for, sequence
 
-#: Every registered rule with its default options, plus the variants with other code paths.
-RULES: list[Rule] = [
-    BPTT(),
-    BPTT(truncation=4),
-    RTRL(),
-    OSTL(),
-    OSTL(recurrence="exact"),
-    OSTL(feedback="random"),
-    OSTTP(),
-    OSTTP(recurrence="exact", distribution="normal"),
-    EProp(),
-    EProp(feedback="random"),
-    SnAp(),
-    SnAp(feedback="random"),
-    DFA(),
-]
+#: Every registered rule with its default options (checked below), plus the variants with
+#: other code paths: the table is tests/registry.py's, shared with tests/engine/test_carry.py.
+RULES: list[Rule] = RULES_AND_VARIANTS
 
 #: Exact for one stateful layer without H under a Readout (DESIGN.md §2).
 EXACT_SHALLOW = {
@@ -39,7 +27,9 @@ def test_registry_names_every_rule() -> None:
     for name, cls in ostl.RULES.items():
         assert isinstance(get_rule(name), cls) and cls.name == name
     assert ostl.OSTTP is OSTTP and ostl.EProp is EProp and ostl.SnAp is SnAp and ostl.DFA is DFA
-    assert {type(r) for r in RULES} == set(ostl.RULES.values())  # the contract covers them all
+    # the contract covers them all, and only registered rules
+    assert not missing_rules(RULES), "add these to RULES_AND_VARIANTS in tests/registry.py"
+    assert {type(r) for r in RULES} == set(ostl.RULES.values())
 
 
 @pytest.mark.parametrize("cell", ALL_CELLS)

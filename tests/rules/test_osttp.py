@@ -266,7 +266,10 @@ def test_unlocked_runner_accumulates_the_plain_gradients() -> None:
 def test_unlocked_schedule_refuses_locked_rules_and_windows() -> None:
     net = net_for("lif", [3, 5], recurrent=False)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    for rule in ("ostl", "bptt", "rtrl", "eprop", "snap", "dfa"):
+    # every registered rule whose signal is not the target's; OSTTP is the only other one
+    locked = [n for n in ostl.RULES if getattr(ostl.rules.get_rule(n), "signal", None) != "target"]
+    assert set(locked) == set(ostl.RULES) - {"osttp"}
+    for rule in locked:
         with pytest.raises(ostl.UnsupportedError, match="update-locked"):
             ostl.Learner(net, rule, loss_fn=mse, optimizer=opt, unlocked=True)
     with pytest.raises(ValueError, match="update_every=1"):

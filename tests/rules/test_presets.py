@@ -10,9 +10,11 @@ import ostl
 from ostl.engine import TraceEngine
 from ostl.rules import DFA, OSTL, OSTTP, EProp, SnAp, TraceRule
 
+from ..registry import missing_rules
 from .oracles import ALL_CELLS, assert_close, local_objective_grads, net_for, sequence
 
-#: preset -> (trace, signal, needs_readout): the whole definition of each published rule
+#: preset -> (trace, signal, needs_readout): the whole definition of each published rule;
+#: every registered TraceRule has a row (checked below)
 TABLE: list[tuple[TraceRule, tuple[str, str, bool]]] = [
     (OSTL(), ("diagonal", "backprop", False)),
     (OSTL(recurrence="exact"), ("exact", "backprop", False)),
@@ -25,6 +27,10 @@ TABLE: list[tuple[TraceRule, tuple[str, str, bool]]] = [
     (SnAp(feedback="random"), ("snap1", "random", False)),
     (DFA(), ("diagonal", "error", False)),
 ]
+
+
+def test_every_registered_preset_has_a_row() -> None:
+    assert not missing_rules((r for r, _ in TABLE), TraceRule), "add rows to TABLE for these"
 
 
 @pytest.mark.parametrize(("rule", "axes"), TABLE, ids=lambda r: repr(r))

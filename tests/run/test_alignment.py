@@ -8,12 +8,20 @@ from pathlib import Path
 from ostl.run import alignment
 from ostl.run.alignment import SETTINGS, align
 
+from ..registry import SPIKING, missing_rules
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "alignment.md"
 
 
 def _row(text: str, rule: str) -> list[str]:
     line = next(ln for ln in text.splitlines() if ln.startswith(f"| {rule} |"))
     return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_the_report_covers_every_registered_rule_and_reads_the_spiking_cells() -> None:
+    assert not missing_rules(e.make() for e in alignment.RULE_SET), "add rows to RULE_SET"
+    assert len({e.label for e in alignment.RULE_SET}) == len(alignment.RULE_SET)
+    assert alignment.SPIKING == SPIKING
 
 
 def test_alignment_numbers_follow_the_exactness_table() -> None:

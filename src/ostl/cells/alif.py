@@ -40,6 +40,7 @@ class ALIF(Cell):
 
     State = ALIFState
     output = "z"
+    spiking = True
     has_output_map = True
     has_closed_form = True
 

@@ -190,12 +190,18 @@ class Cell(nn.Module):
         output: name of the state field that is the neuron's output ``y``.
         n_gates: number of synaptic currents per neuron (1; LSTM 4; GRU 3).
         default_bias: whether a Layer gives this cell a synaptic bias ``b`` by default.
+        spiking: whether the output is a spike train, y_t ∈ {0, 1} (see below).
     """
 
     State: ClassVar[type[Any]]
     output: ClassVar[str]
     n_gates: ClassVar[int] = 1
     default_bias: ClassVar[bool] = False
+    #: True when the output is a spike train: every y_t is exactly 0 or 1 (a step function with
+    #: a surrogate derivative). The one place this is said: whatever treats spiking cells apart
+    #: (spike rasters, the spike-input defaults of the layers above, input gains that make them
+    #: fire) derives its set from :data:`ostl.CELLS`. The tests check it against the outputs.
+    spiking: ClassVar[bool] = False
     #: True when the output is a map of the other *new* state variables, y_t = h(m_t, φ), given
     #: by :meth:`output_map`; the diagonal trace then stores no trace for y (one fewer).
     has_output_map: ClassVar[bool] = False

@@ -35,6 +35,7 @@ class LIF(Cell):
 
     State = LIFState
     output = "z"
+    spiking = True
     has_output_map = True
     has_closed_form = True
 

@@ -53,6 +53,7 @@ class ResonateAndFire(Cell):
 
     State = RFState
     output = "z"
+    spiking = True
 
     def __init__(
         self,

@@ -35,6 +35,7 @@ class SNU(Cell):
 
     State = SNUState
     output = "y"
+    spiking = True  # y ∈ {0, 1}; the soft SNU below is not spiking
     has_output_map = True
     has_closed_form = True
 
@@ -103,6 +104,8 @@ class SNU(Cell):
 
 class SoftSNU(SNU):
     """Soft SNU: the SNU with h = sigmoid (graded output, no surrogate needed)."""
+
+    spiking = False  # y ∈ (0, 1): a rate, not a spike
 
     def activation(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)

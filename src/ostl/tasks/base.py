@@ -22,8 +22,9 @@ from .metrics import Metric
 
 __all__ = ["Task", "Defaults", "SPIKING_CELLS", "build_network"]
 
-#: Cells whose output is a spike train (a raster plot shows them).
-SPIKING_CELLS = frozenset({"snu", "lif", "alif"})
+#: Registry names of the cells whose output is a spike train (``Cell.spiking``): a raster plot
+#: shows them, and the layers above them take spike input. Derived from the cell registry.
+SPIKING_CELLS = frozenset(name for name, cls in CELLS.items() if cls.spiking)
 
 
 @dataclass(frozen=True)
