@@ -10,6 +10,10 @@
     ostl train --nproc 2 --task digits ...          # 2 processes (torchrun), data-parallel
     ostl compare --task digits --rules bptt,ostl,osttp [--quick]
 
+The options of ``train`` and ``compare`` that set the run's configuration are generated from
+the fields of :class:`~ostl.run.config.TrainConfig` (:mod:`.options`): one option per field,
+with its help and default.
+
 Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
 ``ostl: error: ...`` on stderr and exits with status 2, without a traceback.
 """
@@ -32,6 +36,8 @@ from ..cells import CELLS
 from ..errors import OSTLError
 from ..numerics import flush_denormals_globally
 from ..rules import RULES, TraceRule
+from .config import RunResult, TrainConfig
+from .options import add_config_options, flag, given, names, positive
 
 __all__ = ["main", "build_parser"]
 
@@ -42,53 +48,6 @@ class CLIError(Exception):
 
 class WorkerError(Exception):
     """A worker process of ``--nproc`` failed: reported as one line, exit status 1."""
-
-
-# -- argument types ------------------------------------------------------------------------
-def _positive(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
-    return v
-
-
-def _nonnegative(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s}")
-    return v
-
-
-def _sizes(s: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(x) for x in s.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer sizes such as 128,128, got {s!r}"
-        ) from None
-    if any(v <= 0 for v in sizes):
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {s}")
-    return sizes
-
-
-def _names(s: str) -> list[str]:
-    return [x.strip().lower() for x in s.split(",") if x.strip()]
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -113,13 +72,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_BUDGET = ("cell", "hidden", "recurrent", "epochs", "batch_size", "lr", "schedule", "seed")
-
-
-def _config(args: argparse.Namespace, quick: bool = False) -> Any:
+def _config(args: argparse.Namespace, quick: bool = False) -> TrainConfig:
     """The TrainConfig of a train/compare command: --config file, then explicit options."""
     from ..tasks import TASKS, parse_options
-    from .train import TrainConfig
 
     if getattr(args, "config", None):
         try:
@@ -128,38 +83,21 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
             raise CLIError(f"cannot read the config {args.config}: {e}") from None
     else:
         cfg = TrainConfig()
-    given = {
-        k: getattr(args, k)
-        for k in (
-            *_BUDGET,
-            "task",
-            "device",
-            "threads",
-            "nonfinite",
-            "hardware",
-            "pcm_update",
-            "compile",
-        )  # fmt: skip
-        if getattr(args, k, None) is not None
-    }
-    if getattr(args, "rule", None) is not None:
-        given["rule"] = args.rule.lower()
-    if given.get("task") is not None:
-        given["task"] = given["task"].lower()
-    cfg = replace(cfg, **given)
+    explicit = given(args)
+    cfg = replace(cfg, **explicit)
     if cfg.task not in TASKS:
         raise CLIError(f"unknown task {cfg.task!r}: expected one of {', '.join(TASKS)}")
     if cfg.cell is not None and cfg.cell.lower() not in CELLS:
         raise CLIError(f"unknown cell {cfg.cell!r}: expected one of {', '.join(CELLS)}")
     opts = dict(cfg.task_options)
-    if quick:
+    if quick:  # the task's short run: budget fields not given, and task options
         budget_keys = {f.name for f in fields(TrainConfig)}
         for k, v in TASKS[cfg.task].quick.items():
-            if k in budget_keys and k not in given:
+            if k in budget_keys and k not in explicit:
                 cfg = replace(cfg, **{k: v})
             elif k not in budget_keys:
                 opts.setdefault(k, v)
-    opts.update(parse_options(cfg.task, args.task_opt or []))
+    opts.update(parse_options(cfg.task, args.task_options or []))
     return replace(cfg, task_options=opts)
 
 
@@ -180,10 +118,8 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _saved_config(out: Path) -> Any:
+def _saved_config(out: Path) -> TrainConfig:
     """The TrainConfig of the run folder ``out`` (its config.json), for ``--resume``."""
-    from .train import TrainConfig
-
     path = out / "config.json"
     try:
         return TrainConfig.from_json(json.loads(path.read_text()))
@@ -191,7 +127,7 @@ def _saved_config(out: Path) -> Any:
         raise CLIError(f"--resume {out}: cannot read {path.name}: {e}") from None
 
 
-def _launch_train(args: argparse.Namespace, cfg: Any, out: Path | None) -> int:
+def _launch_train(args: argparse.Namespace, cfg: TrainConfig, out: Path | None) -> int:
     """``ostl train --nproc N``: the same command in N processes under torchrun."""
     from .. import distributed as dist
 
@@ -232,7 +168,6 @@ def _launch_train(args: argparse.Namespace, cfg: Any, out: Path | None) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed as dist
-    from .compare import format_table
     from .train import resume, train
 
     ckpt = {
@@ -249,18 +184,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = partial(resume, out, progress=not args.no_progress, **ckpt)
     else:
         cfg = _config(args)
-        if cfg.rule not in RULES:
-            raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
-        if cfg.compile and not issubclass(RULES[cfg.rule], TraceRule):
-            raise CLIError(f"--compile applies to the online trace rules, not to {cfg.rule}")
-        out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
-        if out.exists() and not out.is_dir():
-            raise CLIError(f"--out {out}: exists and is not a folder")
-        if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-            raise CLIError(
-                f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
-                "choose another folder"
-            )
+        out = _new_run_dir(args, cfg)
         if nproc:
             return _launch_train(args, cfg, out)
         run = partial(train, cfg, out, progress=not args.no_progress, **ckpt)
@@ -270,14 +194,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
         reports = dist.is_main()
     finally:
         dist.shutdown()
-    if not reports:  # one report, from rank 0
-        return 0
+    if reports:  # one report, from rank 0
+        _report(result, out)
+    return 0
+
+
+def _new_run_dir(args: argparse.Namespace, cfg: TrainConfig) -> Path:
+    """The run folder of a new run (``--out`` or a fresh name), checked with its rule."""
+    if cfg.rule not in RULES:
+        raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
+    if cfg.compile and not issubclass(RULES[cfg.rule], TraceRule):
+        raise CLIError(f"--compile applies to the online trace rules, not to {cfg.rule}")
+    out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: exists and is not a folder")
+    if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise CLIError(
+            f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
+            "choose another folder"
+        )
+    return out
+
+
+def _report(result: RunResult, out: Path) -> None:
+    """What ``ostl train`` prints at the end: the table, or where a stopped run continues."""
+    from .compare import format_table
+
     if result.stopped_at_step is not None:
         print(
             f"stopped after step {result.stopped_at_step}; checkpoint in {out / 'checkpoints'}; "
             f"continue with: ostl train --resume {out}"
         )
-        return 0
+        return
     print(format_table([result]))
     if result.skipped_updates:
         print(f"skipped {result.skipped_updates} update(s) with NaN/Inf (--nonfinite skip)")
@@ -290,29 +238,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"after programming; after drift: {drift}"
         )
     print(f"run folder: {out}")
-    return 0
 
 
 def _resume_dir(args: argparse.Namespace) -> Path:
     """The run folder of --resume, checked; no run option may be given with it."""
-    given = [
-        "--" + k.replace("_", "-")
-        for k in (
-            *_BUDGET,
-            "task",
-            "device",
-            "threads",
-            "nonfinite",
-            "rule",
-            "config",
-            "out",
-            "compile",
-        )  # fmt: skip
-        if getattr(args, k, None) is not None
-    ] + (["--task-opt"] if args.task_opt else [])
-    if given:
+    dropped = [flag(f) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None]
+    dropped += [f"--{k}" for k in ("config", "out") if getattr(args, k) is not None]
+    if dropped:
         raise CLIError(
-            f"--resume continues a run with its own config.json: drop {', '.join(given)}"
+            f"--resume continues a run with its own config.json: drop {', '.join(dropped)}"
         )
     out = Path(args.resume)
     if not out.is_dir():
@@ -334,7 +268,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         if missing:
             print(f"note: rule(s) {', '.join(missing)} not available here; comparing {rules}")
     else:
-        rules = _names(args.rules)
+        rules = names(args.rules)
         unknown = [r for r in rules if r not in RULES]
         if unknown or not rules:
             raise CLIError(
@@ -357,103 +291,57 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", help="task name (ostl list); default digits")
-    p.add_argument("--cell", help="cell of the hidden layers (default: the task's)")
-    p.add_argument("--hidden", type=_sizes, help="hidden layer sizes, e.g. 128,128")
-    p.add_argument(
-        "--recurrent", action="store_const", const=True, help="recurrent weights H in each layer"
-    )
-    p.add_argument("--epochs", type=_positive)
-    p.add_argument("--batch-size", dest="batch_size", type=_positive)
-    p.add_argument("--lr", type=_positive_float, help="Adam learning rate")
-    p.add_argument(
-        "--schedule",
-        choices=("online", "sequence"),
-        help="online: online rules update every step, BPTT every sequence (default); "
-        "sequence: every rule once per sequence",
-    )
-    p.add_argument("--seed", type=_nonnegative)
-    p.add_argument("--device", help="torch device (default cpu)")
-    p.add_argument("--threads", type=_positive, help="torch CPU threads (default 1)")
-    p.add_argument(
-        "--task-opt",
-        dest="task_opt",
-        action="append",
-        metavar="KEY=VALUE",
-        help="a task option, e.g. steps=30 (repeatable)",
-    )
-    p.add_argument(
-        "--hardware",
-        choices=("pcm",),
-        help="run the synapses on simulated PCM crossbars (aihwkit; docs/hardware.md)",
-    )
-    p.add_argument(
-        "--pcm-update",
-        dest="pcm_update",
-        choices=("mixed", "direct", "offline"),
-        help="with --hardware pcm: mixed-precision or direct programming of every update "
-        "(online, on the crossbars; default mixed), or offline: train in software, then program",
-    )
-    p.add_argument("--out", help="output folder (default runs/<name>-<time>)")
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="output folder (default: runs/<name>-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        default=None,
-        help="run the online rule's step under torch.compile (compiles in the first steps; "
-        "BENCHMARKS.md says where it pays off)",
+
+
+def _add_train(sub: Any) -> None:
+    t = sub.add_parser("train", help="train one network with one rule on a task")
+    add_config_options(t)
+    t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
+    t.add_argument(
+        "--nproc",
+        type=positive,
+        help="processes on this machine, data-parallel: relaunches through torchrun, the batch "
+        "is split between them (default: 1)",
     )
-    p.add_argument(
-        "--nonfinite",
-        choices=("raise", "skip"),
-        help="NaN/Inf in inputs, signals or gradients: stop with an error naming the step "
-        "(raise, default) or skip that update and count it (skip)",
+    _add_output_options(t)
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument(
+        "--checkpoint-every",
+        type=positive,
+        metavar="N",
+        help="write a checkpoint every N time steps (and at every epoch end) to OUT/checkpoints "
+        "(default: none)",
     )
+    t.add_argument("--keep", type=positive, default=3, help="checkpoints to keep (default: 3)")
+    t.add_argument(
+        "--stop-after-steps",
+        type=positive,
+        metavar="N",
+        help="write a checkpoint and stop after N time steps (continue with --resume)",
+    )
+    t.set_defaults(func=_cmd_train)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ostl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="online learning with OSTL on a synthetic pattern")
-    d.add_argument("--epochs", type=_positive, default=60)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    d.add_argument("--epochs", type=positive, default=60, help="(default: 60)")
+    d.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    d.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
     d.add_argument("--no-progress", action="store_true", help="print lines instead of a bar")
     d.set_defaults(func=_cmd_demo)
     ls = sub.add_parser("list", help="list the tasks, cells and rules")
     ls.set_defaults(func=_cmd_list)
-    t = sub.add_parser("train", help="train one network with one rule on a task")
-    t.add_argument("--rule", help="learning rule (default ostl)")
-    t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
-    t.add_argument(
-        "--nproc",
-        type=_positive,
-        help="processes on this machine, data-parallel (relaunches through torchrun; the batch "
-        "is split between them)",
-    )
-    _add_run_options(t)
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
-    t.add_argument(
-        "--checkpoint-every",
-        dest="checkpoint_every",
-        type=_positive,
-        metavar="N",
-        help="write a checkpoint every N time steps (and at every epoch end) to OUT/checkpoints",
-    )
-    t.add_argument("--keep", type=_positive, default=3, help="checkpoints to keep (default 3)")
-    t.add_argument(
-        "--stop-after-steps",
-        dest="stop_after_steps",
-        type=_positive,
-        metavar="N",
-        help="write a checkpoint and stop after N time steps (continue with --resume)",
-    )
-    t.set_defaults(func=_cmd_train)
+    _add_train(sub)
     c = sub.add_parser("compare", help="train the same network with several rules, side by side")
-    c.add_argument("--rules", help="comma-separated rules (default bptt,ostl,osttp)")
+    c.add_argument("--rules", help="comma-separated rules (default: bptt,ostl,osttp)")
     c.add_argument("--quick", action="store_true", help="a short run (about a minute)")
-    _add_run_options(c)
+    add_config_options(c, exclude=("rule",))
+    _add_output_options(c)
     c.set_defaults(func=_cmd_compare)
     return p
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from ..rules import RULES
 from ..tasks import get_task
 from . import plots
-from .train import RunResult, TrainConfig, train
+from .config import RunResult, TrainConfig
+from .train import train
 
 __all__ = ["DEFAULT_RULES", "compare", "format_bytes", "format_table", "available_rules"]
 

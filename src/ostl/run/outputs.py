@@ -12,10 +12,8 @@ import csv
 import json
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
 
 from .. import __version__
 from .. import distributed as dist
@@ -23,11 +21,33 @@ from ..layer import Layer, Network
 from ..tasks import Task
 from ..tasks.base import SPIKING_CELLS
 from . import plots
+from .config import RunResult, TrainConfig
 
-if TYPE_CHECKING:
-    from .train import RunResult, TrainConfig
+__all__ = ["RunFolder", "write_config", "write_metrics", "write_run", "raster"]
 
-__all__ = ["write_config", "write_metrics", "write_run", "raster"]
+
+class RunFolder:
+    """The run folder as this process sees it: only rank 0 of a run with a folder writes.
+
+    Args:
+        out: the run folder (None: write nothing).
+        writes: whether this process writes (rank 0 of a process group).
+    """
+
+    def __init__(self, out: str | Path | None, writes: bool = True) -> None:
+        self.path = Path(out) if out is not None and writes else None  # None: writes nothing
+
+    def config(self, cfg: TrainConfig) -> None:
+        if self.path is not None:
+            write_config(self.path, cfg)
+
+    def metrics(self, history: list[dict[str, float]]) -> None:
+        if self.path is not None:
+            write_metrics(self.path, history)
+
+    def run(self, result: RunResult, net: Network, task: Task) -> None:
+        if self.path is not None:
+            write_run(self.path, result, net, task)
 
 
 def raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | None:
@@ -35,21 +55,12 @@ def raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | Non
     if cfg.cell not in SPIKING_CELLS:
         return None
     batch = next(iter(task.eval_batches("test", 1)))
-    xs = batch.xs.to(net.device)
-    state = net.init_state(1)
-    outs: list[list[Tensor]] = [[] for _ in net.layers]
     with torch.no_grad():
-        for x in xs:
-            new = []
-            for i, (layer, s) in enumerate(zip(net.layers, state)):
-                x, s = layer(x, s)
-                outs[i].append(x[0])
-                new.append(s)
-            state = tuple(new)
+        outs, _ = net.unroll(batch.xs.to(net.device), per_layer=True)
     idx = [i for i, layer in enumerate(net.layers) if isinstance(layer, Layer)]
     return plots.spike_raster(
         batch.xs[:, 0],
-        [torch.stack(outs[i]) for i in idx],
+        [outs[i][:, 0] for i in idx],
         [f"layer {i} ({cfg.cell})" for i in idx],
         f"{cfg.task}, {cfg.rule}: one test sample after training",
         path,

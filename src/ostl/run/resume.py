@@ -8,8 +8,10 @@ learner, so that a run interrupted after any step continues from that step exact
 the start of the epoch is saved, and the batches already trained are regenerated and skipped.
 
 :class:`Checkpointer` decides when to write (every N steps, at the end of every epoch, when the
-run is told to stop) and writes through :func:`ostl.run.checkpoint.save_checkpoint`; it is the only
-place a training run writes checkpoints.
+run is told to stop), writes through :func:`ostl.run.checkpoint.save_checkpoint` and reads the
+checkpoint a resumed run starts from; it is the only place a training run reads or writes
+checkpoints. :class:`RunOptions` are the checkpoint options of a run, :class:`Progress` what it
+carries across epochs.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..errors import CheckpointError, OptionError
 from ..learner import Learner
 from ..tasks import Task
 from ..tasks.data import Batch, as_list
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .meter import MemoryMeter, StepTimer
 
 __all__ = [
@@ -35,9 +37,11 @@ __all__ = [
     "Checkpointer",
     "Stopped",
     "Progress",
+    "RunOptions",
     "to_device",
     "check_run_options",
     "this_rank",
+    "check_same_config",
 ]
 
 
@@ -130,21 +134,39 @@ class Epoch:
 
 
 class Checkpointer:
-    """When and where a training run writes checkpoints (``<run folder>/checkpoints``).
+    """The checkpoints of one run (``<run folder>/checkpoints``): resume, save, stop after N.
+
+    It decides when to write (every N steps, at the end of every epoch, when the run is told to
+    stop) and reads the checkpoint a resumed run starts from; a run without checkpoint options
+    (or without a folder) writes none.
 
     Args:
-        directory: the checkpoint folder.
-        every: write after every ``every`` steps (None: only at epoch ends and at the stop).
-        keep: how many checkpoints to keep.
-        stop_after: write a checkpoint and raise :class:`Stopped` after this many steps.
+        out: the run folder (None: no checkpoints).
+        options: the run's checkpoint options.
     """
 
-    def __init__(
-        self, directory: Path, every: int | None, keep: int, stop_after: int | None
-    ) -> None:
-        self.directory, self.every, self.keep, self.stop_after = directory, every, keep, stop_after
+    def __init__(self, out: Path | None, options: RunOptions) -> None:
+        self.directory = out / "checkpoints" if out is not None else Path()
+        self.every, self.keep = options.checkpoint_every, options.keep
+        self.stop_after = options.stop_after_steps
+        self.active = out is not None and options.writes_checkpoints
+
+    def load(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The newest checkpoint, this rank's part at the top level; it must be of ``config``."""
+        if not self.directory.is_dir():
+            raise CheckpointError(
+                f"{self.directory.parent}: no checkpoint to resume "
+                f"(no folder {self.directory.name}/)"
+            )
+        saved = load_checkpoint(self.directory)
+        check_same_config(saved["config"], config, self.directory)
+        saved.update(this_rank(saved, self.directory))
+        return saved
 
     def after_step(self, step: int, payload: Callable[[], dict[str, Any] | None]) -> None:
+        """After training step ``step``: write if due; raise :class:`Stopped` at the stop."""
+        if not self.active:
+            return
         stop = self.stop_after is not None and step >= self.stop_after
         if stop or (self.every is not None and step % self.every == 0):
             self.save(payload(), step)
@@ -157,7 +179,7 @@ class Checkpointer:
         In a process group only rank 0 has the payload (every rank's state, gathered) and
         writes; the other ranks pass None and write nothing.
         """
-        if payload is None:
+        if payload is None or not self.active:
             return None
         return save_checkpoint(self.directory, payload, step=step, keep=self.keep)
 
@@ -191,15 +213,36 @@ def check_same_config(saved: dict[str, Any], now: dict[str, Any], where: Path) -
 
 @dataclass
 class Progress:
-    """What a run carries across epochs (and into its checkpoints)."""
+    """What a run carries across epochs (and into its checkpoints, with the model selection)."""
 
     epoch: int  # the current epoch (1-based)
     epoch_rng: Tensor  # the data generator's state at the start of ``epoch``
     history: list[dict[str, float]]
-    best_valid: float | None
-    best_epoch: int
-    best_state: dict[str, Tensor]
     elapsed: float = 0.0  # wall seconds before this process (resumed runs)
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> Progress:
+        """From a checkpoint's ``"progress"`` (which also holds the model selection's keys)."""
+        return cls(
+            int(saved["epoch"]), saved["epoch_rng"], saved["history"], saved.get("elapsed", 0.0)
+        )
+
+
+@dataclass
+class RunOptions:
+    """The checkpoint options of a run (see :func:`ostl.run.train.train`)."""
+
+    checkpoint_every: int | None = None
+    keep: int = 3
+    resume: bool = False
+    stop_after_steps: int | None = None
+
+    @property
+    def writes_checkpoints(self) -> bool:
+        return bool(self.checkpoint_every or self.stop_after_steps)
+
+    def check(self, out: str | Path | None) -> None:
+        check_run_options(out, self.checkpoint_every, self.keep, self.resume, self.stop_after_steps)
 
 
 def check_run_options(

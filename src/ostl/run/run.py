@@ -1,0 +1,306 @@
+"""A training run (:class:`Run`) and its collaborators, each with one concern.
+
+- :func:`place`: torch's CPU threads and the device (under torchrun, this rank's GPU);
+- :class:`DataParallel`: this process's rank in a data-parallel run (batch check, sharding,
+  gathering every rank's state for a checkpoint);
+- :class:`Hardware`: the PCM crossbars of a ``hardware="pcm"`` run (a no-op for digital runs);
+- :class:`~.resume.Checkpointer`: resume, periodic checkpoints, stop after N steps;
+- :class:`~.evaluate.ModelSelection`: the weights of the best validation epoch;
+- :class:`~.outputs.RunFolder`: the run folder (written by rank 0 only);
+- :class:`~.resume.Epoch`: one resumable training epoch.
+
+:class:`Run` builds them from a :class:`~.config.TrainConfig` and runs the epochs
+(:meth:`Run.execute`); :func:`ostl.run.train.train` is ``Run(...).execute()``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm import tqdm
+
+from .. import distributed as dist
+from ..errors import OptionError
+from ..layer import Network
+from ..learner import Learner
+from ..rules import BPTT, Rule, TraceRule, get_rule
+from ..tasks import Task, get_task
+from .checkpoint import rng_state, set_rng_state
+from .config import RunResult, TrainConfig
+from .evaluate import ModelSelection, evaluate
+from .meter import MemoryMeter, StepTimer
+from .outputs import RunFolder
+from .resume import Checkpointer, Epoch, Progress, RunOptions, Stopped
+
+if TYPE_CHECKING:
+    from ..hardware.run import HardwareSession
+
+__all__ = ["Run", "DataParallel", "Hardware", "place", "update_every"]
+
+
+def update_every(rule: Rule, schedule: str) -> int | None:
+    """The ``Learner.update_every`` of a rule under a schedule (see :mod:`ostl.run.train`)."""
+    if schedule == "sequence" or isinstance(rule, BPTT):
+        return None
+    return 1
+
+
+class DataParallel:
+    """This process's part of a data-parallel run (:mod:`ostl.distributed`; one process: a
+    group of one)."""
+
+    def __init__(self) -> None:
+        self.active, self.world, self.is_main = dist.active(), dist.world_size(), dist.is_main()
+
+    def check_batch(self, batch_size: int) -> None:
+        if batch_size < self.world:
+            raise OptionError(
+                f"batch_size {batch_size} is smaller than the {self.world} processes: "
+                "every process needs at least one sequence of each batch"
+            )
+
+    def device(self, dev: torch.device) -> torch.device:
+        """This rank's device (its own GPU under torchrun)."""
+        return dist.local_device(dev)
+
+    def shard(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """This rank's slice of every batch."""
+        return dist.shard_batches(batches)
+
+    def gather(self, local: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every rank's ``local`` on rank 0 (None elsewhere): a collective."""
+        return dist.gather_to_main(local)
+
+
+def place(cfg: TrainConfig, parallel: DataParallel) -> torch.device:
+    """Set torch's CPU threads; the checked device of the run."""
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise OptionError(f"unknown device {cfg.device!r}: expected e.g. 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device {cfg.device!r} requested but CUDA is not available here")
+    return parallel.device(dev)
+
+
+class Hardware:
+    """The PCM crossbars of a run (``cfg.hardware == "pcm"``, :mod:`ostl.hardware`); digital
+    runs have none and every method does nothing."""
+
+    def __init__(self, cfg: TrainConfig, options: RunOptions, parallel: DataParallel) -> None:
+        self.cfg = cfg
+        self.session: HardwareSession | None = None
+        if cfg.hardware is None:
+            return
+        if options.resume or options.writes_checkpoints or parallel.active:
+            raise OptionError(
+                "--hardware pcm runs in one process without checkpoints: the crossbars' "
+                "conductances and the mixed-precision accumulators are not saved"
+            )
+
+    def attach(self, net: Network, learner: Learner) -> None:
+        """Map the network and hook the optimizer (online schemes; see HardwareSession)."""
+        if self.cfg.hardware is None:
+            return
+        from ..hardware.run import HardwareSession
+
+        self.session = HardwareSession(self.cfg.pcm_update, seed=self.cfg.seed)
+        self.session.attach(net, learner.optimizer, learner.rule)
+
+    @property
+    def in_the_loop(self) -> bool:
+        """Training runs on the crossbars: the devices hold the last weights."""
+        return self.session is not None and self.session.online
+
+    def report(self, net: Network, test: Callable[[Network], float]) -> dict[str, Any] | None:
+        """After training: program (offline), then the test metric after drift."""
+        if self.session is None:
+            return None
+        self.session.finish(net)
+        return self.session.report(net, test)
+
+
+class Run:
+    """One training run: one task, one network, one rule (see :mod:`ostl.run.train`).
+
+    Args:
+        cfg: the run's configuration (None fields take the task's defaults).
+        out: run folder (None: write nothing).
+        task: an already built task matching ``cfg``.
+        options: checkpoint options (resume, checkpoint every N steps, stop after N steps).
+        progress: show tqdm bars (on rank 0).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out: str | Path | None = None,
+        *,
+        task: Task | None = None,
+        options: RunOptions | None = None,
+        progress: bool = True,
+    ) -> None:
+        options = options or RunOptions()
+        cfg.check()
+        options.check(out)
+        self.out = Path(out) if out is not None else None
+        self.parallel = parallel = DataParallel()
+        device = place(cfg, parallel)
+        self.task = task = task or get_task(cfg.task, **cfg.task_options)
+        self.cfg = cfg = cfg.resolve(task)
+        assert cfg.epochs is not None and cfg.batch_size is not None and cfg.lr is not None
+        self.epochs, self.batch_size = cfg.epochs, cfg.batch_size
+        parallel.check_batch(cfg.batch_size)
+        self.hardware = Hardware(cfg, options, parallel)
+        self.show = progress and parallel.is_main
+        self.folder = RunFolder(self.out, writes=parallel.is_main)
+        self.checkpoints = Checkpointer(self.out, options)
+        self.net = task.network(cfg.hidden, cfg.cell, cfg.recurrent, seed=cfg.seed).to(device)
+        self.learner = self._learner(cfg.lr)
+        self.hardware.attach(self.net, self.learner)
+        self.meter, self.timer = MemoryMeter(self.learner), StepTimer()
+        self.epoch = Epoch(self.learner, task, self.meter, self.timer)
+        self.metric = task.metric()  # its name and direction
+        self.selection = ModelSelection(self.net, self.metric.higher_is_better)
+        self.data = torch.Generator().manual_seed(cfg.seed)  # the data order, per epoch
+        self.progress = Progress(1, self.data.get_state(), [])
+        if options.resume:
+            self._restore(self.checkpoints.load(cfg.to_json()))
+        elif self.checkpoints.active:
+            self.folder.config(cfg)  # now, so that --resume can rebuild the run after a crash
+        self.t0 = time.perf_counter() - self.progress.elapsed
+
+    def _learner(self, lr: float) -> Learner:
+        rule = get_rule(self.cfg.rule)
+        return Learner(
+            self.net,
+            rule,
+            loss_fn=self.task.loss_fn,
+            optimizer=torch.optim.Adam(self.net.parameters(), lr=lr),
+            update_every=update_every(rule, self.cfg.schedule),
+            nonfinite=self.cfg.nonfinite,
+            # compile the online trace rules' step; BPTT and RTRL run eagerly (ostl compare)
+            compile=self.cfg.compile and isinstance(rule, TraceRule),
+            distributed=self.parallel.active,
+            same_target_steps=True,  # every rank slices the same global batches
+        )
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a checkpoint: learner, epoch position, meters, model selection, RNG."""
+        self.learner.load_state_dict(saved["learner"])
+        self.meter.graph_freed()  # counts from the restored learner's updates
+        self.meter.peak = int(saved["meter_peak"])
+        self.timer.steps, self.timer.seconds = int(saved["timer"][0]), float(saved["timer"][1])
+        self.epoch.load_state_dict(saved["epoch"])
+        self.progress = Progress.from_checkpoint(saved["progress"])
+        self.selection.load_state_dict(saved["progress"])
+        set_rng_state(saved["rng"])  # last: nothing after it draws
+
+    def payload(self) -> dict[str, Any] | None:
+        """The checkpoint (on rank 0; None elsewhere): a collective in a process group."""
+        self.progress.elapsed = time.perf_counter() - self.t0
+        local = {  # what differs between ranks: each holds its own sequences' state and traces
+            "learner": self.learner.state_dict(),
+            "epoch": self.epoch.state_dict(),
+            "meter_peak": self.meter.peak,
+            "timer": [self.timer.steps, self.timer.seconds],
+            "rng": rng_state(),
+        }
+        ranks = self.parallel.gather(local)
+        if ranks is None:
+            return None
+        progress = {**vars(self.progress), **self.selection.state_dict()}
+        shared = {"config": self.cfg.to_json(), "progress": progress, "processes": len(ranks)}
+        return {**shared, **ranks[0], "ranks": ranks[1:]}
+
+    def execute(self) -> RunResult:
+        """Train the remaining epochs, select, test and write the run folder."""
+        start = self.progress.epoch
+        desc = f"{self.cfg.rule} epochs"
+        epochs = tqdm(range(start, self.epochs + 1), desc=desc, disable=not self.show)
+        try:
+            for epoch in epochs:
+                loss, valid = self._train_epoch(epoch)
+                name = self.metric.name
+                epochs.set_postfix(loss=f"{loss:.4f}", **{f"valid_{name}": f"{valid:.4f}"})
+        except Stopped as stop:
+            self.folder.metrics(self.progress.history)
+            return self._result(stopped_at=stop.step)
+        return self._finish()
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One epoch, its validation and its end-of-epoch checkpoint; (train loss, valid)."""
+        self.data.set_state(self.progress.epoch_rng)
+        bar = tqdm(
+            self.parallel.shard(self.task.train_batches(self.batch_size, self.data)),
+            total=self.task.num_train_batches(self.batch_size),
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not self.show,
+        )
+
+        def show(loss: float, value: float) -> None:
+            bar.set_postfix(loss=f"{loss:.4f}", **{self.metric.name: f"{value:.4f}"})
+
+        def after_step() -> None:
+            self.checkpoints.after_step(self.learner.steps, self.payload)
+
+        train_loss, train_metric = self.epoch.run(bar, show, after_step)
+        valid = evaluate(self.net, self.task, "valid", self.batch_size)
+        self.selection.offer(epoch, valid, self.net)
+        self.progress.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_metric": train_metric,
+                "valid_metric": valid,
+                "seconds": time.perf_counter() - self.t0,
+            }
+        )
+        self.progress.epoch, self.progress.epoch_rng = epoch + 1, self.data.get_state()
+        self.epoch.begin()
+        if self.checkpoints.active:
+            self.folder.metrics(self.progress.history)  # consistent with the checkpoint
+            self.checkpoints.save(self.payload(), self.learner.steps)
+        return train_loss, valid
+
+    def _test(self, net: Network) -> float:
+        return evaluate(net, self.task, "test", self.batch_size)
+
+    def _finish(self) -> RunResult:
+        """After the last epoch: the best weights, their test metric, the run folder."""
+        if self.hardware.in_the_loop:  # the devices hold the last weights: no going back
+            self.selection.keep_last(self.epochs, self.net)
+        tests = self.selection.select(self.net, self.epochs, self._test)
+        result = self._result(tests)
+        result.hardware = self.hardware.report(self.net, self._test)  # PCM: after drift
+        self.folder.run(result, self.net, self.task)
+        return result
+
+    def _result(
+        self, tests: tuple[float, float] = (float("nan"),) * 2, stopped_at: int | None = None
+    ) -> RunResult:
+        """The RunResult; a run stopped at ``stop_after_steps`` has no test metric yet (nan)."""
+        return RunResult(
+            config=self.cfg,
+            metric=self.metric.name,
+            higher_is_better=self.metric.higher_is_better,
+            history=self.progress.history,
+            test_metric=tests[0],
+            best_epoch=self.selection.best_epoch,
+            final_test_metric=tests[1],
+            peak_bytes=self.meter.peak,
+            seconds_per_step=self.timer.per_step,
+            steps=self.timer.steps,
+            updates=self.learner.updates,
+            wall_seconds=time.perf_counter() - self.t0,
+            out=str(self.out) if self.out is not None else None,
+            skipped_updates=self.learner.skipped,
+            stopped_at_step=stopped_at,
+        )
