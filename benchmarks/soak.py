@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import tempfile
 import time
@@ -33,6 +32,7 @@ from ostl.layer import Layer, Network, Readout
 from ostl.learner import Learner
 from ostl.rules import BPTT, get_rule
 from ostl.run.checkpoint import save_checkpoint
+from ostl.run.sections import describe_machine
 
 __all__ = ["SoakResult", "soak", "soak_markdown", "main"]
 
@@ -176,27 +176,12 @@ def _replay(
     return (time.perf_counter() - t0) / len(data) * 1e3
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-    )
-
-
 def soak_markdown(results: Sequence[SoakResult], command: str) -> str:
     """The BENCHMARKS.md section: one row per rule, with the command and the machine."""
     lines = [
         "## Soak: a never-ending stream (memory and step time stay flat)",
         "",
-        f"Command: `{command}`. Machine: {_machine()}.",
+        f"Command: `{command}`. Machine: {describe_machine()}.",
         "",
         "One stream, never reset: recurrent SNU layer (32 → 64) + Readout (10), batch 8, a target "
         "and an Adam update every step (truncated BPTT: every 50 steps), a checkpoint every "

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +30,7 @@ from ..api import gradients
 from ..cells import CELLS
 from ..layer import Layer, Network, Readout
 from ..rules import BPTT, DFA, OSTL, OSTTP, RTRL, EProp, Rule, SnAp
+from .sections import describe_machine
 
 __all__ = ["RULE_SET", "SETTINGS", "Entry", "Setting", "Result", "align", "render", "main"]
 
@@ -172,19 +171,7 @@ def _entry(r: Result) -> str:
 
 def machine() -> str:
     """Cores, CPU, torch and Python versions, threads used."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch thread(s)"
-    )
+    return describe_machine()
 
 
 def render(results: Sequence[Result], command: str, seconds: float) -> str:

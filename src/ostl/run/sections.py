@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["write_section", "read_sections", "keep_sections", "section_block"]
+__all__ = ["write_section", "read_sections", "keep_sections", "section_block", "describe_machine"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _BLOCK = re.compile(
@@ -78,3 +78,24 @@ def keep_sections(new_text: str, old_text: str) -> str:
         if name not in have:
             new_text = _splice(new_text, name, block if block.endswith("\n") else block + "\n")
     return new_text
+
+
+def describe_machine() -> str:
+    """One line for a report: cores and CPU model, OS, Python, torch and its thread count."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch thread(s)"
+    )
