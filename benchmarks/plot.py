@@ -13,16 +13,15 @@ __all__ = ["plot"]
 
 
 def plot(results: Iterable[dict[str, Any]], plan: Plan, path: Path) -> str | None:
-    """Write a PNG with matplotlib (Agg); returns None, or why no plot was made."""
+    """Write a PNG with matplotlib (a Figure object: no backend change); returns None, or why
+    no plot was made."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return "matplotlib is not installed: no plot (pip install 'ostl[bench]')."
     res = Results(results)
-    fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    ax_mem, ax_time = fig.subplots(1, 2)
     markers = "osD^v<>"
     for i, m in enumerate(plan.memory_methods):
         pts = [(T, res.extra(m, T)) for T in plan.memory_steps]
@@ -56,5 +55,4 @@ def plot(results: Iterable[dict[str, Any]], plan: Plan, path: Path) -> str | Non
     ax_time.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return None

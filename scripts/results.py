@@ -220,7 +220,7 @@ divided by time steps, one CPU thread per run. Model selection, the same for eve
 test metric is that of the epoch with the best validation metric (the last epoch's is in the
 last column).
 
-Targets (issue 4): OSTL within 2 % (relative) of BPTT's test metric, OSTTP within 5 %.
+Targets: OSTL within 2 % (relative) of BPTT's test metric, OSTTP within 5 %.
 """
 
 

@@ -16,7 +16,7 @@ from .oracles import ALL_CELLS, assert_fires, mse, net_for, sequence
 #: other code paths: the table is tests/registry.py's, shared with tests/engine/test_carry.py.
 RULES: list[Rule] = RULES_AND_VARIANTS
 
-#: Exact for one stateful layer without H under a Readout (DESIGN.md §2).
+#: Exact for one stateful layer without H under a Readout (docs/theory.md).
 EXACT_SHALLOW = {
     repr(r) for r in (BPTT(), RTRL(), OSTL(), OSTL(recurrence="exact"), EProp(), SnAp())
 }

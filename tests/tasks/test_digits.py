@@ -68,3 +68,19 @@ def test_default_budget_learns_with_every_rule() -> None:
     for rule in ("bptt", "ostl", "osttp"):
         result = train(TrainConfig(task="digits", rule=rule), progress=False, task=task)
         assert result.test_metric > 0.85, (rule, result.test_metric)
+
+
+def test_the_shipped_data_equals_scikit_learns_copy() -> None:
+    """ostl ships the digits in its own file (no scikit-learn needed); it holds the same data."""
+    datasets = pytest.importorskip(
+        "sklearn.datasets", reason="scikit-learn (the hardware extra) is not installed"
+    )
+    from ostl.tasks.digits import load_digits, load_raw_digits
+
+    ref = datasets.load_digits()
+    images, labels = load_raw_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert (images.reshape(1797, 64) == ref.data).all() and (labels == ref.target).all()
+    x, y = load_digits()
+    assert x.dtype.name == "float32" and (x == (ref.data / 16.0).astype("float32")).all()
+    assert (y == ref.target).all()

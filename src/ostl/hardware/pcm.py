@@ -1,6 +1,6 @@
 """Synaptic weights on simulated phase-change-memory (PCM) crossbars, with IBM's aihwkit.
 
-Hardware is a transformation of the synapses (DESIGN §5): :func:`map_network` puts every weight
+Hardware is a transformation of the synapses: :func:`map_network` puts every weight
 matrix of a :class:`~ostl.Network` (each Layer's ``W`` and ``H``, the Readout's ``W``) on a
 :class:`PCMCrossbar` and sets the layer's ``synapses`` hook, so the matrix-vector products of the
 forward pass run through the crossbar while cells and rules stay unchanged. Biases and the

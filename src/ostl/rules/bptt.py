@@ -7,7 +7,7 @@ Computes dE/dθ for E = Σ_t E_t by plain autograd over the unrolled network.
   chunk is back-propagated when the chunk ends; gradients then ignore paths longer than the
   chunk. The :class:`~ostl.Learner` also cuts the graph at every optimizer update.
 - ``detach_above=l``: every layer above index l receives its previous state detached. This is
-  the network in which deep OSTL is exact for layer l (see ``DESIGN.md`` §2); it exists for
+  the network in which deep OSTL is exact for layer l (see ``docs/theory.md``); it exists for
   tests and diagnostics.
 
 Memory: the autograd graph of every step since the last cut, O(T·(activations)); compute per

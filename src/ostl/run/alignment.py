@@ -193,7 +193,7 @@ def render(results: Sequence[Result], command: str, seconds: float) -> str:
         "weights of spiking cells × 3 so that they fire; every cell with its default options. "
         "— marks a network whose BPTT gradient is zero.",
         "",
-        "Expected (DESIGN.md §2): RTRL is exact everywhere; OSTL exact is exact with one "
+        "Expected (docs/theory.md): RTRL is exact everywhere; OSTL exact is exact with one "
         "stateful layer; OSTL diagonal, e-prop and SnAp-1 are exact with one stateful layer "
         "without H; the rest are approximations. The e-prop rows follow the paper: the LIF/ALIF "
         "reset is not differentiated (`detach_reset=True`, same weights and forward pass), "

@@ -1,4 +1,8 @@
-"""Figures of a run folder (matplotlib, Agg backend: PNG files, no display needed)."""
+"""Figures of a run folder: PNG files, drawn on :class:`matplotlib.figure.Figure` objects.
+
+No pyplot and no backend: importing ostl never changes the user's matplotlib backend, and no
+display is needed.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from torch import Tensor  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor
 
 __all__ = ["learning_curves", "spike_raster", "compare_curves"]
 
@@ -34,11 +35,11 @@ def learning_curves(
     history: Sequence[Mapping[str, float]], metric: str, title: str, path: Path
 ) -> Path:
     """Training loss and validation metric per epoch of one run."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    a, b = fig.subplots(1, 2)
     _axes_curves(a, b, history, "train", metric)
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -46,14 +47,14 @@ def compare_curves(
     histories: Mapping[str, Sequence[Mapping[str, float]]], metric: str, title: str, path: Path
 ) -> Path:
     """Every rule's learning curves in one figure."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    a, b = fig.subplots(1, 2)
     for rule, history in histories.items():
         _axes_curves(a, b, history, rule, metric)
     a.legend()
     b.legend()
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -70,9 +71,8 @@ def spike_raster(
         path: where to write the PNG.
     """
     panels = [("input", inputs), *zip(names, layers)]
-    fig, axes = plt.subplots(
-        len(panels), 1, figsize=(8, 2 + 1.5 * len(panels)), sharex=True, constrained_layout=True
-    )
+    fig = Figure(figsize=(8, 2 + 1.5 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (label, x) in zip(axes, panels):
         t, n = (x.detach().cpu() != 0).nonzero(as_tuple=True)
         ax.scatter(t.numpy(), n.numpy(), s=2, marker="|", color="k")
@@ -81,5 +81,4 @@ def spike_raster(
     axes[-1].set_xlabel("time step")
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

