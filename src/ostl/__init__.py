@@ -1,13 +1,16 @@
 """ostl: online spatio-temporal learning for recurrent and spiking neural networks.
 
-Public API (see ``DESIGN.md`` §4): :class:`Layer`, :class:`Readout`, :class:`Network`,
+Public API: :class:`Layer`, :class:`Readout`, :class:`Network`,
 :func:`gradients`, :func:`compare_to_bptt`, :class:`Learner`, and the rules in
-:mod:`ostl.rules`. Time-major tensors everywhere: (T, B, N).
+:mod:`ostl.rules`; :func:`load` (a trained network from a run folder) and
+:func:`export_step` (one time step as a ``torch.export`` program). Time-major tensors
+everywhere: (T, B, N).
 """
 
 from __future__ import annotations
 
 from . import cells, distributed, engine, errors, losses, rules, surrogate
+from ._version import __version__ as __version__
 from .api import Comparison, compare_to_bptt, gradients
 from .cells import CELLS
 from .errors import (
@@ -25,8 +28,6 @@ from .errors import (
 from .layer import Layer, Network, Readout
 from .learner import Learner
 from .rules import BPTT, DFA, OSTL, OSTTP, RTRL, RULES, EProp, SnAp
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Layer",
@@ -65,12 +66,15 @@ __all__ = [
     "checkpoint",
     "save_checkpoint",
     "load_checkpoint",
+    "load",
+    "export_step",
 ]
 
 #: Names of the application layer (:mod:`ostl.run`) that the package forwards, imported on
 #: first use: the core modules never import the application.
 _RUN_NAMES = {"checkpoint": "ostl.run", "save_checkpoint": "ostl.run.checkpoint",
-              "load_checkpoint": "ostl.run.checkpoint"}  # fmt: skip
+              "load_checkpoint": "ostl.run.checkpoint", "load": "ostl.run.model",
+              "export_step": "ostl.run.model"}  # fmt: skip
 
 
 def __getattr__(name: str) -> object:

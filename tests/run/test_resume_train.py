@@ -94,7 +94,7 @@ def test_cli_stop_then_resume_equals_the_uninterrupted_run(
     assert main(["train", *opts, "--out", str(run), "--stop-after-steps", "9"]) == 0
     assert f"continue with: ostl train --resume {run}" in capsys.readouterr().out
     assert main(["train", *opts, "--out", str(run)]) == 2  # would mix two runs
-    assert "already holds checkpoints" in capsys.readouterr().err
+    assert "already holds a run" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--no-progress", "--checkpoint-every", "6"]) == 0
     a, b = _final_weights(full), _final_weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)

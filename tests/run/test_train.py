@@ -33,7 +33,10 @@ def test_train_writes_a_run_folder(tmp_path: Path) -> None:
         "summary.json",
         "learning_curves.png",
         "raster.png",  # SNU hidden layer: spikes
+        "model.safetensors",  # the best validation epoch's weights
+        "model-last.safetensors",  # the last epoch's
     }
+    assert result.network is not None and "network" not in result.to_json()
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]

@@ -12,10 +12,11 @@ half-written ``step-*.pt``: the previous checkpoint stays loadable (a stale temp
 ignored and removed by the next save).
 
 :func:`load_checkpoint` uses ``torch.load(weights_only=True)``: only tensors and plain
-containers are unpickled, never arbitrary code. A corrupt, truncated or foreign file raises
-:class:`~ostl.errors.CheckpointError` naming the path. Every file carries a format tag and a
-version. By default a payload holding NaN or Inf is refused (:class:`~ostl.errors.NonFiniteError`)
-so that a poisoned state never replaces a good checkpoint.
+containers are unpickled, never arbitrary code. It takes a checkpoint file, a checkpoint folder
+or a run folder (whose checkpoints are in ``checkpoints/``). A corrupt, truncated or foreign
+file raises :class:`~ostl.errors.CheckpointError` naming the path. Every file carries a format
+tag and a version. By default a payload holding NaN or Inf is refused
+(:class:`~ostl.errors.NonFiniteError`) so that a poisoned state never replaces a good checkpoint.
 
 The RNG states of torch, numpy and Python's ``random`` are saved and restored with
 :func:`rng_state` / :func:`set_rng_state`.
@@ -44,6 +45,7 @@ __all__ = [
     "VERSION",
     "save_checkpoint",
     "load_checkpoint",
+    "write_atomic",
     "list_checkpoints",
     "rng_state",
     "set_rng_state",
@@ -127,13 +129,16 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The payload of a checkpoint file, or of the newest loadable one in a folder.
 
-    In a folder, a newest file that cannot be read is reported with a warning and the one
-    before it is tried.
+    ``path`` is a checkpoint file, a folder of checkpoints, or a run folder (its
+    ``checkpoints/`` subfolder is read). In a folder, a newest file that cannot be read is
+    reported with a warning and the one before it is tried.
 
     Raises:
         CheckpointError: no checkpoint, or a file that is corrupt, truncated or not ours.
     """
     p = Path(path)
+    if p.is_dir() and not list_checkpoints(p) and (p / "checkpoints").is_dir():
+        p = p / "checkpoints"  # a run folder
     if p.is_dir():
         files = list_checkpoints(p)
         if not files:
@@ -147,6 +152,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 warnings.warn(f"skipping an unreadable checkpoint: {e}", stacklevel=2)
         raise CheckpointError(f"{p}: no loadable checkpoint: {'; '.join(errors)}")
     return _load_file(p)
+
+
+def write_atomic(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed and
+    fsync-ed, then renamed over ``path`` (a reader sees the old file or the new one, whole)."""
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(final.parent)
+    return final
 
 
 def _load_file(p: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``ostl`` command: ``list``, ``train``, ``compare`` and ``demo``.
+"""The ``ostl`` command: ``list``, ``train``, ``evaluate``, ``compare`` and ``demo``.
 
 ::
 
@@ -8,7 +8,14 @@
     ostl train ... --out runs/x --checkpoint-every 500 --keep 3
     ostl train --resume runs/x                      # continue from the newest checkpoint
     ostl train --nproc 2 --task digits ...          # 2 processes (torchrun), data-parallel
+    ostl evaluate runs/x [--which last]             # the test metric of the saved model
     ostl compare --task digits --rules bptt,ostl,osttp [--quick]
+
+A new run's folder (``--out``, default ``runs/<task>-<rule>-<time>``, a new folder every time)
+is created and checked before training starts: an unwritable one, or one that already holds a
+run (its config.json, a model or checkpoints), is refused unless ``--overwrite`` is given.
+SIGINT (Ctrl-C) or SIGTERM while training writes a checkpoint and the current weights, prints
+the ``--resume`` command, and exits with status 130 (SIGINT) or 143 (SIGTERM).
 
 The options of ``train`` and ``compare`` that set the run's configuration are generated from
 the fields of :class:`~ostl.run.config.TrainConfig` (:mod:`.options`): one option per field,
@@ -24,7 +31,8 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
@@ -32,12 +40,14 @@ from typing import Any
 
 import torch
 
+from .._version import __version__
 from ..cells import CELLS
 from ..errors import OSTLError
 from ..numerics import flush_denormals_globally
 from ..rules import RULES, TraceRule
 from .config import RunResult, TrainConfig
 from .options import add_config_options, flag, given, names, positive
+from .signals import Interrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -102,7 +112,23 @@ def _config(args: argparse.Namespace, quick: bool = False) -> TrainConfig:
 
 
 def _default_out(*parts: str) -> Path:
-    return Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
+    """``runs/<parts>-<date>-<time>``, with ``-2``, ``-3``... if taken: created here, so that
+    two runs started in the same second get two folders (a torchrun worker only names it)."""
+    from ..distributed import launched
+
+    base = Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
+    if launched():
+        return base
+    for n in range(1, 1000):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            out.mkdir(parents=True)
+            return out
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise CLIError(f"cannot create the run folder {out}: {e.strerror or e}") from None
+    raise CLIError(f"cannot find a free run folder name {base}-N")
 
 
 def _without_nproc(argv: Sequence[str]) -> list[str]:
@@ -176,44 +202,67 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "stop_after_steps": args.stop_after_steps,
     }
     nproc = args.nproc is not None and args.nproc > 1
+    new: Path | None = None  # the folder of a new run (a resumed run's is left alone)
     if args.resume:
-        out = _resume_dir(args)
+        out, created = _resume_dir(args), False
         cfg = _saved_config(out)
-        if nproc:
-            return _launch_train(args, cfg, None)
         run = partial(resume, out, progress=not args.no_progress, **ckpt)
     else:
         cfg = _config(args)
-        out = _new_run_dir(args, cfg)
-        if nproc:
-            return _launch_train(args, cfg, out)
+        new, created = out, _ = _new_run_dir(args, cfg)
         run = partial(train, cfg, out, progress=not args.no_progress, **ckpt)
-    dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
-    try:
-        result = run()
-        reports = dist.is_main()
-    finally:
-        dist.shutdown()
+    with _discarded_on_failure(new, created):
+        if nproc:
+            return _launch_train(args, cfg, new)
+        dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
+        try:
+            result = run()
+            reports = dist.is_main()
+        finally:
+            dist.shutdown()
     if reports:  # one report, from rank 0
         _report(result, out)
     return 0
 
 
-def _new_run_dir(args: argparse.Namespace, cfg: TrainConfig) -> Path:
-    """The run folder of a new run (``--out`` or a fresh name), checked with its rule."""
+@contextmanager
+def _discarded_on_failure(out: Path | None, created: bool) -> Iterator[None]:
+    """A command that fails before its run wrote anything but config.json leaves no run
+    folder behind (an interrupted run, saved, is kept)."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except BaseException:
+        if out is not None:
+            from .outputs import discard_unused
+
+            discard_unused(out, created)
+        raise
+
+
+def _claim_out(args: argparse.Namespace, *default: str, compare: bool = False) -> tuple[Path, bool]:
+    """The checked and created ``--out`` of a new run or comparison (default: a new folder
+    ``runs/<default>-<time>``), and whether this command created it."""
+    from .outputs import prepare_folder
+
+    if args.out:
+        out, created = Path(args.out), not Path(args.out).exists()
+    else:
+        out, created = _default_out(*default), True
+    with _discarded_on_failure(out, created):
+        prepare_folder(out, overwrite=args.overwrite, compare=compare)
+    return out, created
+
+
+def _new_run_dir(args: argparse.Namespace, cfg: TrainConfig) -> tuple[Path, bool]:
+    """The run folder of a new run (``--out`` or a fresh name), checked with its rule, created
+    before any training; and whether this command created it."""
     if cfg.rule not in RULES:
         raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
     if cfg.compile and not issubclass(RULES[cfg.rule], TraceRule):
         raise CLIError(f"--compile applies to the online trace rules, not to {cfg.rule}")
-    out = Path(args.out) if args.out else _default_out(cfg.task, cfg.rule)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: exists and is not a folder")
-    if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
-        raise CLIError(
-            f"--out {out} already holds checkpoints: continue it with --resume {out}, or "
-            "choose another folder"
-        )
-    return out
+    return _claim_out(args, cfg.task, cfg.rule)
 
 
 def _report(result: RunResult, out: Path) -> None:
@@ -244,6 +293,7 @@ def _resume_dir(args: argparse.Namespace) -> Path:
     """The run folder of --resume, checked; no run option may be given with it."""
     dropped = [flag(f) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None]
     dropped += [f"--{k}" for k in ("config", "out") if getattr(args, k) is not None]
+    dropped += ["--overwrite"] if args.overwrite else []
     if dropped:
         raise CLIError(
             f"--resume continues a run with its own config.json: drop {', '.join(dropped)}"
@@ -276,10 +326,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 f"{', '.join(RULES)}"
             )
     cfg = _config(args, quick=args.quick)
-    out = Path(args.out) if args.out else _default_out("compare", cfg.task)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: exists and is not a folder")
-    results = compare(cfg, rules, out, progress=not args.no_progress)
+    out, created = _claim_out(args, "compare", cfg.task, compare=True)
+    with _discarded_on_failure(out, created):
+        results = compare(cfg, rules, out, progress=not args.no_progress)
     r0 = results[0].config
     print(
         f"\n{r0.task}: {r0.cell} {list(r0.hidden or ())}, {r0.epochs} epochs, batch "
@@ -290,10 +339,50 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .model import evaluate_model, run_config
+
+    threads = args.threads or run_config(args.run).threads  # as the run
+    ev = evaluate_model(
+        args.run,
+        args.which,
+        args.split,
+        device=args.device,
+        batch_size=args.batch_size,
+        threads=threads,
+    )
+    epoch = f", epoch {ev.epoch}" if ev.epoch is not None else ""
+    print(f"{ev.split} {ev.metric}: {ev.value!r}  ({ev.path}{epoch})")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help="output folder (default: runs/<name>-<time>)")
+    p.add_argument("--out", help="output folder (default: runs/<name>-<time>, a new folder)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even if it holds a run: its files (config, metrics, models, "
+        "checkpoints, figures) are replaced",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_evaluate(sub: Any) -> None:
+    e = sub.add_parser("evaluate", help="the test metric of a run's saved model")
+    e.add_argument("run", metavar="RUN_DIR", help="a run folder (or a model .safetensors file)")
+    e.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="best: model.safetensors, the best validation epoch (the run's test metric); "
+        "last: model-last.safetensors, the latest weights (default: best)",
+    )
+    e.add_argument("--split", choices=("test", "valid"), default="test", help="(default: test)")
+    e.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    e.add_argument("--batch-size", type=positive, help="(default: the run's)")
+    e.add_argument("--threads", type=positive, help="torch CPU threads (default: the run's)")
+    e.set_defaults(func=_cmd_evaluate)
 
 
 def _add_train(sub: Any) -> None:
@@ -327,6 +416,7 @@ def _add_train(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ostl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"ostl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="online learning with OSTL on a synthetic pattern")
     d.add_argument("--epochs", type=positive, default=60, help="(default: 60)")
@@ -337,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list the tasks, cells and rules")
     ls.set_defaults(func=_cmd_list)
     _add_train(sub)
+    _add_evaluate(sub)
     c = sub.add_parser("compare", help="train the same network with several rules, side by side")
     c.add_argument("--rules", help="comma-separated rules (default: bptt,ostl,osttp)")
     c.add_argument("--quick", action="store_true", help="a short run (about a minute)")
@@ -363,6 +454,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerError as e:
         print(f"ostl {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:  # SIGINT/SIGTERM while training: saved, resumable
+        print(f"ostl {args.command}: {e.report()}", file=sys.stderr)
+        return e.status
     except KeyboardInterrupt:
         print(f"ostl {args.command}: interrupted", file=sys.stderr)
         return 130

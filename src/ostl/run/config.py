@@ -18,14 +18,18 @@ Metadata keys of a field (all optional):
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OptionError
 from ..rules import RULES
 from ..rules.base import NONFINITE
 from ..tasks import Task, task_options
+
+if TYPE_CHECKING:
+    from ..layer import Network
 
 __all__ = ["TrainConfig", "RunResult", "SCHEDULES", "PCM_UPDATES", "option"]
 
@@ -184,7 +188,12 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
-    """What a run produced (also written to ``summary.json``)."""
+    """What a run produced (also written to ``summary.json``, less the network).
+
+    ``network`` is the trained network: after a finished run it holds the weights of
+    ``test_metric`` (the best validation epoch; ``model.safetensors`` in the run folder), after
+    a stopped one the current weights. It is not part of :meth:`to_json`.
+    """
 
     config: TrainConfig
     metric: str
@@ -202,8 +211,11 @@ class RunResult:
     hardware: dict[str, Any] | None = None  # PCM runs: programming events, metric after drift
     skipped_updates: int = 0  # updates skipped for NaN/Inf (nonfinite="skip")
     stopped_at_step: int | None = None  # set when stop_after_steps stopped the run
+    network: Network | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        """Every field but the network, as JSON values."""
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+        del d["network"]
         d["config"] = self.config.to_json()
         return d

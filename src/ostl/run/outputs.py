@@ -2,28 +2,64 @@
 
 ``config.json`` (written at the start, so ``ostl train --resume`` can rebuild the run),
 ``metrics.csv`` (rewritten whole from the history after every epoch: a resumed run rewrites it
-consistently), ``summary.json``, ``learning_curves.png`` and, for spiking networks,
+consistently), the trained network (``model.safetensors``, ``model-last.safetensors``; see
+:mod:`.model`), ``summary.json``, ``learning_curves.png`` and, for spiking networks,
 ``raster.png``. Checkpoints are written by :class:`ostl.run.resume.Checkpointer`.
+
+:func:`prepare_folder` checks a folder before a command writes a new run or comparison into it:
+it must be writable, and a folder that already holds a run (a ``config.json``, a model or
+checkpoints) or a comparison is refused unless it may be overwritten (then the run's files are
+removed, and only those).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import platform
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from .. import distributed as dist
+from ..errors import OptionError
 from ..layer import Layer, Network
 from ..tasks import Task
 from ..tasks.base import SPIKING_CELLS
 from . import plots
 from .config import RunResult, TrainConfig
+from .model import MODEL, MODEL_LAST, save_model
 
-__all__ = ["RunFolder", "write_config", "write_metrics", "write_run", "raster"]
+__all__ = [
+    "RunFolder",
+    "write_config",
+    "write_metrics",
+    "write_run",
+    "raster",
+    "RUN_FILES",
+    "COMPARE_FILES",
+    "run_marks",
+    "prepare_folder",
+    "check_writable",
+    "discard_unused",
+]
+
+#: What a training run writes into its folder (besides the ``checkpoints/`` subfolder).
+RUN_FILES = (
+    "config.json",
+    "metrics.csv",
+    "summary.json",
+    "learning_curves.png",
+    "raster.png",
+    MODEL,
+    MODEL_LAST,
+)
+#: What ``ostl compare`` writes into its folder (besides one run folder per rule).
+COMPARE_FILES = ("summary.json", "table.md", "compare.png")
 
 
 class RunFolder:
@@ -36,6 +72,18 @@ class RunFolder:
 
     def __init__(self, out: str | Path | None, writes: bool = True) -> None:
         self.path = Path(out) if out is not None and writes else None  # None: writes nothing
+
+    def create(self) -> None:
+        """Create the folder and check that it is writable (OptionError naming it if not)."""
+        if self.path is not None:
+            check_writable(self.path)
+
+    def model(
+        self, net: Network, name: str, cfg: TrainConfig, epoch: int, step: int | None = None
+    ) -> None:
+        """Write ``net``'s weights as ``name`` (``MODEL`` or ``MODEL_LAST``, see :mod:`.model`)."""
+        if self.path is not None:
+            save_model(self.path / name, net, cfg, epoch=epoch, step=step)
 
     def config(self, cfg: TrainConfig) -> None:
         if self.path is not None:
@@ -103,3 +151,80 @@ def write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
     title = f"{cfg.task}: {cfg.rule}, {cfg.cell} {list(cfg.hidden or ())}, seed {cfg.seed}"
     plots.learning_curves(result.history, result.metric, title, out / "learning_curves.png")
     raster(net, task, cfg, out / "raster.png")
+
+
+def check_writable(path: Path, what: str = "run folder") -> None:
+    """Create ``path`` (and its parents) and write a probe file there: OptionError if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OptionError(f"cannot write the {what} {path}: {reason}") from None
+
+
+def run_marks(path: Path) -> list[str]:
+    """What shows that ``path`` holds a run: its config.json, models and checkpoints/."""
+    names = ("config.json", MODEL, MODEL_LAST)
+    found = [n for n in names if (path / n).is_file()]
+    return found + (["checkpoints/"] if (path / "checkpoints").is_dir() else [])
+
+
+def _compare_marks(path: Path) -> list[str]:
+    found = [n for n in COMPARE_FILES if (path / n).is_file()]
+    if path.is_dir():
+        found += [f"{d.name}/" for d in sorted(path.iterdir()) if d.is_dir() and run_marks(d)]
+    return found
+
+
+def _clear_run(path: Path) -> None:
+    """Remove a run's files (and only those) from ``path``."""
+    for name in RUN_FILES:
+        (path / name).unlink(missing_ok=True)
+    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+
+
+def prepare_folder(path: Path, *, overwrite: bool = False, compare: bool = False) -> None:
+    """Check (and create) the folder of a new run, or of a comparison with ``compare``.
+
+    A folder that already holds a run (its config.json, a model, checkpoints/) or, with
+    ``compare``, a comparison (its summary, table, figure, or a run per rule) is refused
+    unless ``overwrite``: then those files are removed, and nothing else in the folder.
+
+    Raises:
+        OptionError: the folder is not writable, not a folder, or holds a run.
+    """
+    if path.exists() and not path.is_dir():
+        raise OptionError(f"{path}: exists and is not a folder")
+    found = (_compare_marks(path) if compare else run_marks(path)) if path.is_dir() else []
+    if found and not overwrite:
+        hint = "" if compare else f"continue it with --resume {path}, "
+        raise OptionError(
+            f"{path} already holds a {'comparison' if compare else 'run'} "
+            f"({', '.join(found)}): {hint}choose another folder, or replace it with --overwrite"
+        )
+    if found:
+        if compare:
+            for name in COMPARE_FILES:
+                (path / name).unlink(missing_ok=True)
+            for run in (d for d in path.iterdir() if d.is_dir() and run_marks(d)):
+                _clear_run(run)
+        else:
+            _clear_run(path)
+    check_writable(path, "comparison folder" if compare else "run folder")
+
+
+def discard_unused(path: Path, created: bool) -> None:
+    """After a command failed before its run produced anything: remove the config.json it
+    wrote when the folder holds nothing else, and the folder if the command created it and it
+    is empty."""
+    if not path.is_dir():
+        return
+    names = {p.name for p in path.iterdir()}
+    if names == {"config.json"}:
+        (path / "config.json").unlink(missing_ok=True)
+        names = set()
+    if created and not names:
+        with contextlib.suppress(OSError):
+            path.rmdir()

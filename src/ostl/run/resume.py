@@ -150,6 +150,7 @@ class Checkpointer:
         self.every, self.keep = options.checkpoint_every, options.keep
         self.stop_after = options.stop_after_steps
         self.active = out is not None and options.writes_checkpoints
+        self.writable = out is not None  # an interrupted run writes one without the options
 
     def load(self, config: dict[str, Any]) -> dict[str, Any]:
         """The newest checkpoint, this rank's part at the top level; it must be of ``config``."""
@@ -173,13 +174,16 @@ class Checkpointer:
         if stop:
             raise Stopped(step)
 
-    def save(self, payload: dict[str, Any] | None, step: int) -> Path | None:
+    def save(
+        self, payload: dict[str, Any] | None, step: int, *, force: bool = False
+    ) -> Path | None:
         """Write one checkpoint (atomically; a poisoned payload is refused).
 
         In a process group only rank 0 has the payload (every rank's state, gathered) and
-        writes; the other ranks pass None and write nothing.
+        writes; the other ranks pass None and write nothing. ``force``: write even without
+        checkpoint options (an interrupted run), as long as the run has a folder.
         """
-        if payload is None or not self.active:
+        if payload is None or not (self.active or (force and self.writable)):
             return None
         return save_checkpoint(self.directory, payload, step=step, keep=self.keep)
 

@@ -6,8 +6,12 @@
 - :class:`Hardware`: the PCM crossbars of a ``hardware="pcm"`` run (a no-op for digital runs);
 - :class:`~.resume.Checkpointer`: resume, periodic checkpoints, stop after N steps;
 - :class:`~.evaluate.ModelSelection`: the weights of the best validation epoch;
-- :class:`~.outputs.RunFolder`: the run folder (written by rank 0 only);
-- :class:`~.resume.Epoch`: one resumable training epoch.
+- :class:`~.outputs.RunFolder`: the run folder (written by rank 0 only): created, and its
+  ``config.json`` written, before training starts; ``metrics.csv`` and the models
+  (:mod:`.model`) written after every epoch;
+- :class:`~.resume.Epoch`: one resumable training epoch;
+- :class:`~.signals.Signals`: SIGINT/SIGTERM while training: a checkpoint and the current
+  weights are written at the next step, then :class:`~.signals.Interrupted` is raised.
 
 :class:`Run` builds them from a :class:`~.config.TrainConfig` and runs the epochs
 (:meth:`Run.execute`); :func:`ostl.run.train.train` is ``Run(...).execute()``.
@@ -33,8 +37,10 @@ from .checkpoint import rng_state, set_rng_state
 from .config import RunResult, TrainConfig
 from .evaluate import ModelSelection, evaluate
 from .meter import MemoryMeter, StepTimer
+from .model import MODEL, MODEL_LAST
 from .outputs import RunFolder
 from .resume import Checkpointer, Epoch, Progress, RunOptions, Stopped
+from .signals import Interrupted, Signals
 
 if TYPE_CHECKING:
     from ..hardware.run import HardwareSession
@@ -152,6 +158,8 @@ class Run:
         self.out = Path(out) if out is not None else None
         self.parallel = parallel = DataParallel()
         device = place(cfg, parallel)
+        self.folder = RunFolder(self.out, writes=parallel.is_main)
+        self.folder.create()  # now: an unwritable folder fails before anything else
         self.task = task = task or get_task(cfg.task, **cfg.task_options)
         self.cfg = cfg = cfg.resolve(task)
         assert cfg.epochs is not None and cfg.batch_size is not None and cfg.lr is not None
@@ -159,7 +167,6 @@ class Run:
         parallel.check_batch(cfg.batch_size)
         self.hardware = Hardware(cfg, options, parallel)
         self.show = progress and parallel.is_main
-        self.folder = RunFolder(self.out, writes=parallel.is_main)
         self.checkpoints = Checkpointer(self.out, options)
         self.net = task.network(cfg.hidden, cfg.cell, cfg.recurrent, seed=cfg.seed).to(device)
         self.learner = self._learner(cfg.lr)
@@ -170,9 +177,10 @@ class Run:
         self.selection = ModelSelection(self.net, self.metric.higher_is_better)
         self.data = torch.Generator().manual_seed(cfg.seed)  # the data order, per epoch
         self.progress = Progress(1, self.data.get_state(), [])
+        self.signals = Signals(enabled=False)  # while training: see execute
         if options.resume:
             self._restore(self.checkpoints.load(cfg.to_json()))
-        elif self.checkpoints.active:
+        else:
             self.folder.config(cfg)  # now, so that --resume can rebuild the run after a crash
         self.t0 = time.perf_counter() - self.progress.elapsed
 
@@ -224,15 +232,37 @@ class Run:
         start = self.progress.epoch
         desc = f"{self.cfg.rule} epochs"
         epochs = tqdm(range(start, self.epochs + 1), desc=desc, disable=not self.show)
-        try:
-            for epoch in epochs:
-                loss, valid = self._train_epoch(epoch)
-                name = self.metric.name
-                epochs.set_postfix(loss=f"{loss:.4f}", **{f"valid_{name}": f"{valid:.4f}"})
-        except Stopped as stop:
-            self.folder.metrics(self.progress.history)
-            return self._result(stopped_at=stop.step)
+        # SIGINT/SIGTERM: checkpoint at the next step (one process: the ranks would disagree)
+        with Signals(enabled=not self.parallel.active) as self.signals:
+            try:
+                for epoch in epochs:
+                    loss, valid = self._train_epoch(epoch)
+                    name = self.metric.name
+                    epochs.set_postfix(loss=f"{loss:.4f}", **{f"valid_{name}": f"{valid:.4f}"})
+                    self._on_signal()
+            except Stopped as stop:
+                self.folder.metrics(self.progress.history)
+                self._save_last()
+                return self._result(stopped_at=stop.step)
         return self._finish()
+
+    def _on_signal(self) -> None:
+        """After a step or an epoch: if SIGINT/SIGTERM came, save the run, raise Interrupted."""
+        signum = self.signals.caught
+        if signum is None:
+            return
+        step = self.learner.steps
+        written = None
+        if self.hardware.session is None:  # the crossbars' state is not saved
+            written = self.checkpoints.save(self.payload(), step, force=True)
+        self.folder.metrics(self.progress.history)
+        self._save_last()
+        raise Interrupted(signum, step, self.out, checkpoint=written is not None)
+
+    def _save_last(self) -> None:
+        """The current weights as ``model-last.safetensors`` (epoch: the epochs done)."""
+        epoch = self.progress.epoch - 1
+        self.folder.model(self.net, MODEL_LAST, self.cfg, epoch, step=self.learner.steps)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         """One epoch, its validation and its end-of-epoch checkpoint; (train loss, valid)."""
@@ -250,10 +280,12 @@ class Run:
 
         def after_step() -> None:
             self.checkpoints.after_step(self.learner.steps, self.payload)
+            self._on_signal()
 
         train_loss, train_metric = self.epoch.run(bar, show, after_step)
         valid = evaluate(self.net, self.task, "valid", self.batch_size)
-        self.selection.offer(epoch, valid, self.net)
+        if self.selection.offer(epoch, valid, self.net):
+            self.folder.model(self.net, MODEL, self.cfg, epoch)
         self.progress.history.append(
             {
                 "epoch": epoch,
@@ -265,8 +297,9 @@ class Run:
         )
         self.progress.epoch, self.progress.epoch_rng = epoch + 1, self.data.get_state()
         self.epoch.begin()
+        self.folder.metrics(self.progress.history)  # consistent with the checkpoint
+        self._save_last()
         if self.checkpoints.active:
-            self.folder.metrics(self.progress.history)  # consistent with the checkpoint
             self.checkpoints.save(self.payload(), self.learner.steps)
         return train_loss, valid
 
@@ -277,7 +310,9 @@ class Run:
         """After the last epoch: the best weights, their test metric, the run folder."""
         if self.hardware.in_the_loop:  # the devices hold the last weights: no going back
             self.selection.keep_last(self.epochs, self.net)
+        self._save_last()
         tests = self.selection.select(self.net, self.epochs, self._test)
+        self.folder.model(self.net, MODEL, self.cfg, self.selection.best_epoch)
         result = self._result(tests)
         result.hardware = self.hardware.report(self.net, self._test)  # PCM: after drift
         self.folder.run(result, self.net, self.task)
@@ -303,4 +338,5 @@ class Run:
             out=str(self.out) if self.out is not None else None,
             skipped_updates=self.learner.skipped,
             stopped_at_step=stopped_at,
+            network=self.net,
         )

@@ -13,9 +13,15 @@ Model selection (the same for every rule): the weights of the epoch with the bes
 metric are kept and evaluated on the test split (``test_metric``); the last epoch's test metric
 is reported too (``final_test_metric``).
 
-The run folder holds ``config.json`` (``ostl train --config config.json`` reruns it),
-``metrics.csv`` (one row per epoch), ``summary.json``, ``learning_curves.png`` and, for spiking
-networks, ``raster.png``.
+The run folder holds ``config.json`` (``ostl train --config config.json`` reruns it; written
+before training starts), ``metrics.csv`` (one row per epoch, written as each epoch ends), the
+trained network (``model.safetensors``: the best validation epoch's weights,
+``model-last.safetensors``: the latest; ``ostl.run.model.load(folder)`` rebuilds it),
+``summary.json``, ``learning_curves.png`` and, for spiking networks, ``raster.png``.
+
+SIGINT or SIGTERM while training (:mod:`.signals`): the run finishes its time step, writes a
+checkpoint and the current weights to its folder, and raises :class:`~.signals.Interrupted` (a
+``KeyboardInterrupt``); ``resume(out)`` continues it.
 
 Several processes (``torchrun ... -m ostl train`` or ``ostl train --nproc N``; see
 :mod:`ostl.distributed`): ``batch_size`` is the global batch; every rank learns on its slice of
