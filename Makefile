@@ -61,4 +61,17 @@ results-pcm: $(STAMP)
 
 .PHONY: bench
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m benchmarks --notes docs/bench-analysis.md $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks --out BENCHMARKS.md --notes docs/bench-analysis.md $(BENCH_ARGS)
+
+# The API reference site (mkdocs.yml), generated from the docstrings: site/index.html. Strict:
+# a warning (e.g. a docstring's Args naming a parameter the signature lacks) fails the build.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its own end of life (not a build
+# warning).
+DOCS_STAMP := $(VENV)/.docs-stamp
+$(DOCS_STAMP): $(STAMP) pyproject.toml $(CONSTRAINTS)
+	$(PIP) -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -53,6 +53,7 @@ __all__ = [
     "rank",
     "world_size",
     "is_main",
+    "launched_as_main",
     "init",
     "shutdown",
     "local_device",
@@ -98,6 +99,12 @@ def world_size() -> int:
 def is_main() -> bool:
     """True on rank 0, the only rank that writes logs, run folders, checkpoints and plots."""
     return rank() == 0
+
+
+def launched_as_main() -> bool:
+    """True unless torchrun started this process with a rank other than 0 (read from its
+    environment: usable before the process group exists, e.g. to create the run folder)."""
+    return not launched() or os.environ["RANK"] == "0"
 
 
 def _timeout() -> datetime.timedelta:

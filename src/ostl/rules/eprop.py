@@ -55,7 +55,8 @@ class EProp(TraceRule):
         feedback: ``"symmetric"`` (the readout weights, the paper's symmetric e-prop) or
             ``"random"`` (fixed random matrices, random e-prop).
         seed: seed of the random matrices.
-        jacobians, trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
+        jacobians: see :class:`~ostl.rules.trace.TraceRule`.
+        trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
 
     Exact (equals BPTT) for one stateful layer without H under a Readout; approximate with H.
     See the module docstring for the relation to OSTL and the reset convention.

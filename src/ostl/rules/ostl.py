@@ -43,7 +43,8 @@ class OSTL(TraceRule):
         feedback: ``"weights"`` (the transposed forward weights) or ``"random"`` (OSTL rnd).
         seed: seed of the random feedback matrices.
         max_trace_bytes: memory limit of one exact trace.
-        jacobians, trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
+        jacobians: see :class:`~ostl.rules.trace.TraceRule`.
+        trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
     """
 
     name = "ostl"

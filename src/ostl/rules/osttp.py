@@ -62,7 +62,8 @@ class ProjectionRule(TraceRule):
         distribution: ``"uniform"`` or ``"normal"``.
         seed: seed of the projections (fixed for the life of a bound rule).
         max_trace_bytes: memory limit of one exact trace.
-        jacobians, trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
+        jacobians: see :class:`~ostl.rules.trace.TraceRule`.
+        trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
     """
 
     signal_kind: ClassVar[str]

@@ -37,7 +37,8 @@ class SnAp(TraceRule):
     Args:
         feedback: ``"weights"`` (the sweep through the forward weights) or ``"random"``.
         seed: seed of the random feedback matrices.
-        jacobians, trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
+        jacobians: see :class:`~ostl.rules.trace.TraceRule`.
+        trace_dtype: see :class:`~ostl.rules.trace.TraceRule`.
     """
 
     name = "snap"
