@@ -48,7 +48,7 @@ clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks (benchmarks/, not installed): writes BENCHMARKS.md and BENCHMARKS.png;
-# BENCH_ARGS=--quick for a check.
+# a quick check of the harness writes elsewhere: python -m benchmarks --quick --out /tmp/B.md
 BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP) pyproject.toml $(CONSTRAINTS)
 	$(PIP) -e '.[dev,bench]'

@@ -1,7 +1,8 @@
 """Benchmarks of ostl: peak memory vs sequence length, time per step, bandwidth floors.
 
-Run ``python -m benchmarks`` (full, writes ``BENCHMARKS.md``) or ``python -m benchmarks
---quick``. Modules, one concept each:
+Run ``python -m benchmarks --out BENCHMARKS.md`` (full; ``make bench``) or ``python -m
+benchmarks --quick --out /tmp/B.md`` (``--out`` is required: nothing is written into the
+working tree unless asked). Modules, one concept each:
 
 - :mod:`.workload`: the networks, inputs, loss and methods (rules and baselines) measured;
 - :mod:`.baselines`: BPTT outside ostl (hand-written autograd LIF, snnTorch);
@@ -10,6 +11,7 @@ Run ``python -m benchmarks`` (full, writes ``BENCHMARKS.md``) or ``python -m ben
 - :mod:`.suite`: which measurements a run makes (quick or full) and running them;
 - :mod:`.goals`: the goals, evaluated on one run's results;
 - :mod:`.machine`, :mod:`.report`, :mod:`.tables`, :mod:`.plot`: the report and its figure;
+- :mod:`.outfile`: the ``--out`` option every command that writes the report takes;
 - :mod:`.cli`: the command; :func:`main` is what ``ostl bench`` calls.
 """
 

@@ -2,11 +2,14 @@
 
 ::
 
-    python -m benchmarks                 # full run: writes BENCHMARKS.md and BENCHMARKS.png
-    python -m benchmarks --quick --out /tmp/B.md     # tiny networks, a minute: checks the harness
-    python -m benchmarks --only speed    # one kind of measurement
-    python -m benchmarks --json raw.json # keep the raw results; later, without measuring:
-    python -m benchmarks --from-json raw.json --notes analysis.md
+    python -m benchmarks --out BENCHMARKS.md      # full run: BENCHMARKS.md and BENCHMARKS.png
+    python -m benchmarks --quick --out /tmp/B.md  # tiny networks, a minute: checks the harness
+    python -m benchmarks --only speed --out /tmp/B.md     # one kind of measurement
+    python -m benchmarks --json raw.json --out B.md       # keep the raw results; later:
+    python -m benchmarks --from-json raw.json --notes analysis.md --out B.md
+
+``--out`` is required (:mod:`.outfile`): the command never writes into the current folder
+unless told.
 
 Every measurement runs in its own process (``--in-process`` turns that off, for debugging).
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 from ostl.run.sections import keep_sections
 
+from .outfile import add_out_option, require_out
 from .suite import KINDS, Plan, SuiteConfig, build_jobs, make_plan, run_suite
 
 __all__ = ["build_parser", "main"]
@@ -53,7 +57,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
         "step, and the memory-bandwidth floor of the traces.",
     )
     p.add_argument("--quick", action="store_true", help="tiny networks, short runs (a minute)")
-    p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown report")
+    add_out_option(p, "(and its plot next to it, as .png)")
     p.add_argument("--threads", type=_positive, default=1, help="torch threads per measurement")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
@@ -115,7 +119,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
     from .workload import registered_bench_rules
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    require_out(parser, args)
     command = " ".join([prog, *map(shlex.quote, argv)])
     if args.from_json:
         raw = json.loads(args.from_json.read_text())

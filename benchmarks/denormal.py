@@ -1,8 +1,9 @@
 """Step time along one long stream, with and without flushing denormal floats to zero.
 
-``python -m benchmarks.denormal`` runs OSTL on the headline network (LIF 64→256→256→10, B=32,
-Poisson inputs, a target and an Adam update every step) for ``--steps`` steps of one stream
-that is never reset, and reports the mean time per step of each window of ``--window`` steps.
+``python -m benchmarks.denormal --out BENCHMARKS.md`` runs OSTL on the headline network (LIF
+64→256→256→10, B=32, Poisson inputs, a target and an Adam update every step) for ``--steps``
+steps of one stream that is never reset, and reports the mean time per step of each window of
+``--window`` steps.
 Each mode runs in its own process (the flush mode is per thread and inherited by the threads a
 process starts, see :mod:`ostl.numerics`):
 
@@ -25,12 +26,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ostl.run.sections import write_section
 
 from .machine import machine_info
+from .outfile import add_out_option, require_out
 
 __all__ = ["main", "measure", "markdown", "MODES"]
 
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", default="1,2", help="torch thread counts, e.g. 1,2 (above 1: also 'global')"
     )
-    p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    add_out_option(p, "its 'denormal' section")
     p.add_argument("--no-write", action="store_true", help="print the section, write nothing")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: "mode"
     return p
@@ -136,10 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--threads takes thread counts like 1,2, got {args.threads!r}")
     if not counts or min(counts) < 1:
         p.error(f"--threads must be positive, got {args.threads!r}")
-    if args.worker:
+    if args.worker:  # a measuring process: prints its numbers, writes nothing
         res = measure(args.worker, args.steps, args.window, counts[0])
         print(json.dumps(res), flush=True)
         return 0
+    require_out(p, args)
     rows = []
     for n in counts:
         env = {**os.environ, "OMP_NUM_THREADS": str(n)}

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m benchmarks.distributed                 # 1 and 2 processes; writes BENCHMARKS.md
+    python -m benchmarks.distributed --out BENCHMARKS.md    # 1 and 2 processes
     python -m benchmarks.distributed --procs 1,2,4 --rules ostl --steps 100
 
 Workload: the headline network of :mod:`.workload` (64 Poisson inputs → LIF(256) → LIF(256) →
@@ -34,6 +34,7 @@ from ostl.learner import Learner
 from ostl.run.sections import write_section
 
 from .machine import machine_info
+from .outfile import add_out_option, require_out
 from .workload import HEADLINE, build_network, input_pool, loss_fn, make_optimizer, make_rule
 
 __all__ = ["main", "measure", "markdown"]
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=HEADLINE.batch, help="global batch")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=4, help="timed sequences")
-    p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    add_out_option(p, "its 'distributed' section")
     p.add_argument("--no-write", action="store_true", help="print the section, write nothing")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run as a torchrun worker
     return p
@@ -195,9 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.worker:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.worker:  # a torchrun worker writes nothing
         return _worker(args)
+    require_out(parser, args)
     if any(n > args.batch for n in args.procs):
         raise SystemExit(f"every process needs a sequence: --batch {args.batch} < --procs")
     opts = [

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m benchmarks.soak                 # 10⁵ steps per rule; writes BENCHMARKS.md (soak)
+    python -m benchmarks.soak --out BENCHMARKS.md   # 10⁵ steps per rule; the 'soak' section
     python -m benchmarks.soak --steps 20000 --no-write
 
 One stream, never reset: a layer of SNUs (recurrent) under a Readout, a random input and a
@@ -33,6 +33,8 @@ from ostl.learner import Learner
 from ostl.rules import BPTT, get_rule
 from ostl.run.checkpoint import save_checkpoint
 from ostl.run.sections import describe_machine
+
+from .outfile import add_out_option, require_out
 
 __all__ = ["SoakResult", "soak", "soak_markdown", "main"]
 
@@ -220,9 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--rules", default="ostl,osttp,bptt")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="BENCHMARKS.md", help="file whose 'soak' section is written")
+    add_out_option(p, "its 'soak' section")
     p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
+    require_out(p, args)
     if args.steps < 1000:
         p.error(f"--steps must be at least 1000 (one window), got {args.steps}")
     torch.set_num_threads(args.threads)

@@ -44,6 +44,7 @@ def test_the_generated_names_are_the_documented_ones() -> None:
         "--lr", "--schedule", "--seed", "--device", "--threads", "--task-opt", "--hardware",
         "--pcm-update", "--nonfinite", "--compile", "--config", "--nproc", "--resume",
         "--checkpoint-every", "--keep", "--stop-after-steps", "--out", "--no-progress",
+        "--log-every", "--tensorboard",
     ):  # fmt: skip
         assert name in flags, name
     compare = {s for a in _subparser("compare")._actions for s in a.option_strings}

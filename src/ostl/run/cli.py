@@ -1,15 +1,8 @@
 """The ``ostl`` command: ``list``, ``train``, ``evaluate``, ``compare`` and ``demo``.
 
-::
-
-    ostl list
-    ostl train --task digits --cell snu --rule ostl --hidden 128 --epochs 10 --out runs/x
-    ostl train --config runs/x/config.json          # rerun a run from its folder
-    ostl train ... --out runs/x --checkpoint-every 500 --keep 3
-    ostl train --resume runs/x                      # continue from the newest checkpoint
-    ostl train --nproc 2 --task digits ...          # 2 processes (torchrun), data-parallel
-    ostl evaluate runs/x [--which last]             # the test metric of the saved model
-    ostl compare --task digits --rules bptt,ostl,osttp [--quick]
+The parser, its help and the example commands of ``ostl --help`` are in :mod:`.parser`;
+``ostl list`` is :mod:`.listing`; what a run shows while it trains (bars on a terminal, a few
+lines otherwise) is :mod:`.display`, the scalars it logs :mod:`.logs`.
 
 A new run's folder (``--out``, default ``runs/<task>-<rule>-<time>``, a new folder every time)
 is created and checked before training starts: an unwritable one, or one that already holds a
@@ -36,17 +29,16 @@ from contextlib import contextmanager
 from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .._version import __version__
 from ..cells import CELLS
 from ..errors import OSTLError
 from ..numerics import flush_denormals_globally
 from ..rules import RULES, TraceRule
 from .config import RunResult, TrainConfig
-from .options import add_config_options, flag, given, names, positive
+from .options import flag, given, names
+from .parser import build_parser
 from .signals import Interrupted
 
 __all__ = ["main", "build_parser"]
@@ -70,15 +62,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from ..tasks import TASKS
+    from .listing import format_listing
 
-    print("tasks:")
-    for name, cls in TASKS.items():
-        d = cls.defaults
-        hidden = ",".join(map(str, d.hidden))
-        print(f"  {name:<10} {cls.summary}  [default: {d.cell} {hidden}]")
-    print("cells:", ", ".join(CELLS))
-    print("rules:", ", ".join(RULES))
+    print(format_listing())
     return 0
 
 
@@ -200,6 +186,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "checkpoint_every": args.checkpoint_every,
         "keep": args.keep,
         "stop_after_steps": args.stop_after_steps,
+        "log_every": args.log_every,
+        "tensorboard": args.tensorboard,
     }
     nproc = args.nproc is not None and args.nproc > 1
     new: Path | None = None  # the folder of a new run (a resumed run's is left alone)
@@ -211,6 +199,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = _config(args)
         new, created = out, _ = _new_run_dir(args, cfg)
         run = partial(train, cfg, out, progress=not args.no_progress, **ckpt)
+    if not dist.launched_as_main():  # rank > 0 of torchrun: rank 0 owns the run folder
+        new = None
     with _discarded_on_failure(new, created):
         if nproc:
             return _launch_train(args, cfg, new)
@@ -244,12 +234,15 @@ def _discarded_on_failure(out: Path | None, created: bool) -> Iterator[None]:
 def _claim_out(args: argparse.Namespace, *default: str, compare: bool = False) -> tuple[Path, bool]:
     """The checked and created ``--out`` of a new run or comparison (default: a new folder
     ``runs/<default>-<time>``), and whether this command created it."""
+    from ..distributed import launched_as_main
     from .outputs import prepare_folder
 
     if args.out:
         out, created = Path(args.out), not Path(args.out).exists()
     else:
         out, created = _default_out(*default), True
+    if not launched_as_main():  # a torchrun worker of rank > 0: rank 0 owns the folder
+        return out, False
     with _discarded_on_failure(out, created):
         prepare_folder(out, overwrite=args.overwrite, compare=compare)
     return out, created
@@ -356,85 +349,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- parser --------------------------------------------------------------------------------
-def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help="output folder (default: runs/<name>-<time>, a new folder)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="write into --out even if it holds a run: its files (config, metrics, models, "
-        "checkpoints, figures) are replaced",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _add_evaluate(sub: Any) -> None:
-    e = sub.add_parser("evaluate", help="the test metric of a run's saved model")
-    e.add_argument("run", metavar="RUN_DIR", help="a run folder (or a model .safetensors file)")
-    e.add_argument(
-        "--which",
-        choices=("best", "last"),
-        default="best",
-        help="best: model.safetensors, the best validation epoch (the run's test metric); "
-        "last: model-last.safetensors, the latest weights (default: best)",
-    )
-    e.add_argument("--split", choices=("test", "valid"), default="test", help="(default: test)")
-    e.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    e.add_argument("--batch-size", type=positive, help="(default: the run's)")
-    e.add_argument("--threads", type=positive, help="torch CPU threads (default: the run's)")
-    e.set_defaults(func=_cmd_evaluate)
-
-
-def _add_train(sub: Any) -> None:
-    t = sub.add_parser("train", help="train one network with one rule on a task")
-    add_config_options(t)
-    t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
-    t.add_argument(
-        "--nproc",
-        type=positive,
-        help="processes on this machine, data-parallel: relaunches through torchrun, the batch "
-        "is split between them (default: 1)",
-    )
-    _add_output_options(t)
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
-    t.add_argument(
-        "--checkpoint-every",
-        type=positive,
-        metavar="N",
-        help="write a checkpoint every N time steps (and at every epoch end) to OUT/checkpoints "
-        "(default: none)",
-    )
-    t.add_argument("--keep", type=positive, default=3, help="checkpoints to keep (default: 3)")
-    t.add_argument(
-        "--stop-after-steps",
-        type=positive,
-        metavar="N",
-        help="write a checkpoint and stop after N time steps (continue with --resume)",
-    )
-    t.set_defaults(func=_cmd_train)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ostl", description=__doc__.split("\n\n")[0])
-    p.add_argument("--version", action="version", version=f"ostl {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="online learning with OSTL on a synthetic pattern")
-    d.add_argument("--epochs", type=positive, default=60, help="(default: 60)")
-    d.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    d.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
-    d.add_argument("--no-progress", action="store_true", help="print lines instead of a bar")
-    d.set_defaults(func=_cmd_demo)
-    ls = sub.add_parser("list", help="list the tasks, cells and rules")
-    ls.set_defaults(func=_cmd_list)
-    _add_train(sub)
-    _add_evaluate(sub)
-    c = sub.add_parser("compare", help="train the same network with several rules, side by side")
-    c.add_argument("--rules", help="comma-separated rules (default: bptt,ostl,osttp)")
-    c.add_argument("--quick", action="store_true", help="a short run (about a minute)")
-    add_config_options(c, exclude=("rule",))
-    _add_output_options(c)
-    c.set_defaults(func=_cmd_compare)
-    return p
+COMMANDS = {
+    "demo": _cmd_demo,
+    "list": _cmd_list,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "compare": _cmd_compare,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -447,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return int(args.func(args))
+        return int(COMMANDS[args.command](args))
     except (CLIError, OSTLError, MissingDependencyError, ValueError, OSError) as e:
         print(f"ostl {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -96,7 +96,10 @@ class TrainConfig:
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
     threads: int | None = option(1, "torch CPU threads")
     task_options: dict[str, Any] = option(
-        {}, "a task option, e.g. steps=30 (repeatable)", flag="--task-opt", metavar="KEY=VALUE"
+        {},
+        "a task option, e.g. steps=30 (repeatable; ostl list shows each task's)",
+        flag="--task-opt",
+        metavar="KEY=VALUE",
     )
     hardware: str | None = option(
         None,

@@ -24,6 +24,7 @@ from ..api import compare_to_bptt
 from ..layer import Layer, Network, Readout
 from ..learner import Learner
 from ..rules import OSTL
+from .display import display_mode
 
 __all__ = ["DemoConfig", "pattern_task", "run_demo"]
 
@@ -66,7 +67,11 @@ def mse(y: Tensor, target: Tensor) -> Tensor:
 
 
 def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> dict[str, float]:
-    """Run the demo; prints as it goes and returns the headline numbers."""
+    """Run the demo; prints as it goes and returns the headline numbers.
+
+    ``progress``: a bar over the epochs when stderr is a terminal; without it (or off), the
+    loss every 10 epochs.
+    """
     cfg = cfg or DemoConfig()
     out: dict[str, float] = {}
 
@@ -85,7 +90,8 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> dict[st
         net, OSTL(), loss_fn=mse, optimizer=torch.optim.Adam(net.parameters(), lr=cfg.lr)
     )
     t0 = time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not progress)
+    bars = display_mode(progress) == "bars"  # a bar on a terminal, a line every 10 epochs else
+    bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not bars)
     losses = []
     for epoch in bar:
         learner.reset(1)
@@ -94,7 +100,7 @@ def run_demo(cfg: DemoConfig | None = None, *, progress: bool = True) -> dict[st
         learner.end_sequence()
         losses.append(learner.mean_loss)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if not progress and (epoch % 10 == 0 or epoch == cfg.epochs - 1):
+        if not bars and (epoch % 10 == 0 or epoch == cfg.epochs - 1):
             print(f"   epoch {epoch:3d}  loss {losses[-1]:.4f}")
     elapsed = time.perf_counter() - t0
     out.update(first_loss=losses[0], last_loss=losses[-1], seconds=elapsed)

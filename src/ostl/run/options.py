@@ -19,7 +19,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from .config import TrainConfig
 
-__all__ = ["add_config_options", "given", "flag", "positive", "names"]
+__all__ = ["add_config_options", "given", "flag", "positive", "non_negative", "names"]
 
 
 def _integer(minimum: int) -> Callable[[str], int]:
@@ -39,6 +39,7 @@ def _integer(minimum: int) -> Callable[[str], int]:
 
 
 positive = _integer(1)
+non_negative = _integer(0)
 
 
 def _positive_float(s: str) -> float:

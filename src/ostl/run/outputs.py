@@ -4,7 +4,8 @@
 ``metrics.csv`` (rewritten whole from the history after every epoch: a resumed run rewrites it
 consistently), the trained network (``model.safetensors``, ``model-last.safetensors``; see
 :mod:`.model`), ``summary.json``, ``learning_curves.png`` and, for spiking networks,
-``raster.png``. Checkpoints are written by :class:`ostl.run.resume.Checkpointer`.
+``raster.png``. Checkpoints are written by :class:`ostl.run.resume.Checkpointer`, the training
+scalars (``scalars.csv``, TensorBoard events in ``tb/``) by :class:`ostl.run.logs.ScalarLog`.
 
 :func:`prepare_folder` checks a folder before a command writes a new run or comparison into it:
 it must be writable, and a folder that already holds a run (a ``config.json``, a model or
@@ -32,6 +33,7 @@ from ..tasks import Task
 from ..tasks.base import SPIKING_CELLS
 from . import plots
 from .config import RunResult, TrainConfig
+from .logs import SCALARS, TENSORBOARD
 from .model import MODEL, MODEL_LAST, save_model
 
 __all__ = [
@@ -48,10 +50,12 @@ __all__ = [
     "discard_unused",
 ]
 
-#: What a training run writes into its folder (besides the ``checkpoints/`` subfolder).
+#: What a training run writes into its folder (besides the ``checkpoints/`` and ``tb/``
+#: subfolders).
 RUN_FILES = (
     "config.json",
     "metrics.csv",
+    SCALARS,
     "summary.json",
     "learning_curves.png",
     "raster.png",
@@ -183,6 +187,7 @@ def _clear_run(path: Path) -> None:
     for name in RUN_FILES:
         (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / "checkpoints", ignore_errors=True)
+    shutil.rmtree(path / TENSORBOARD, ignore_errors=True)
 
 
 def prepare_folder(path: Path, *, overwrite: bool = False, compare: bool = False) -> None:

@@ -10,8 +10,8 @@ the start of the epoch is saved, and the batches already trained are regenerated
 :class:`Checkpointer` decides when to write (every N steps, at the end of every epoch, when the
 run is told to stop), writes through :func:`ostl.run.checkpoint.save_checkpoint` and reads the
 checkpoint a resumed run starts from; it is the only place a training run reads or writes
-checkpoints. :class:`RunOptions` are the checkpoint options of a run, :class:`Progress` what it
-carries across epochs.
+checkpoints. :class:`RunOptions` are the checkpoint (and logging) options of a run,
+:class:`Progress` what it carries across epochs.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ..learner import Learner
 from ..tasks import Task
 from ..tasks.data import Batch, as_list
 from .checkpoint import load_checkpoint, save_checkpoint
+from .logs import LOG_EVERY, check_log_options
 from .meter import MemoryMeter, StepTimer
 
 __all__ = [
@@ -112,6 +113,11 @@ class Epoch:
         loss_sum, n = dist.all_reduce_sums([self.loss_sum, self.loss_n])  # over every rank
         dist.reduce_metric(self.metric)
         return loss_sum / max(n, 1), self.metric.value()
+
+    def running(self) -> tuple[float, int]:
+        """This rank's loss sum and count over the epoch so far (mid-batch included)."""
+        runner = self.learner.runner
+        return self.loss_sum + runner.loss_sum, self.loss_n + runner.n_losses
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -234,12 +240,15 @@ class Progress:
 
 @dataclass
 class RunOptions:
-    """The checkpoint options of a run (see :func:`ostl.run.train.train`)."""
+    """The options of a run that are not its configuration (see :func:`ostl.run.train.train`):
+    checkpoints, and the training scalars it logs (:mod:`.logs`)."""
 
     checkpoint_every: int | None = None
     keep: int = 3
     resume: bool = False
     stop_after_steps: int | None = None
+    log_every: int = LOG_EVERY
+    tensorboard: bool = False
 
     @property
     def writes_checkpoints(self) -> bool:
@@ -247,6 +256,7 @@ class RunOptions:
 
     def check(self, out: str | Path | None) -> None:
         check_run_options(out, self.checkpoint_every, self.keep, self.resume, self.stop_after_steps)
+        check_log_options(out, self.log_every, self.tensorboard)
 
 
 def check_run_options(

@@ -10,6 +10,9 @@
   ``config.json`` written, before training starts; ``metrics.csv`` and the models
   (:mod:`.model`) written after every epoch;
 - :class:`~.resume.Epoch`: one resumable training epoch;
+- :class:`~.display.Display`: what the run shows while it trains (bars on a terminal, a few
+  plain lines otherwise);
+- :class:`~.logs.ScalarLog`: the training scalars (``scalars.csv``, TensorBoard events);
 - :class:`~.signals.Signals`: SIGINT/SIGTERM while training: a checkpoint and the current
   weights are written at the next step, then :class:`~.signals.Interrupted` is raised.
 
@@ -25,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
 from .. import distributed as dist
 from ..errors import OptionError
@@ -35,7 +37,9 @@ from ..rules import BPTT, Rule, TraceRule, get_rule
 from ..tasks import Task, get_task
 from .checkpoint import rng_state, set_rng_state
 from .config import RunResult, TrainConfig
+from .display import Display, display_mode
 from .evaluate import ModelSelection, evaluate
+from .logs import ScalarLog
 from .meter import MemoryMeter, StepTimer
 from .model import MODEL, MODEL_LAST
 from .outputs import RunFolder
@@ -139,8 +143,9 @@ class Run:
         cfg: the run's configuration (None fields take the task's defaults).
         out: run folder (None: write nothing).
         task: an already built task matching ``cfg``.
-        options: checkpoint options (resume, checkpoint every N steps, stop after N steps).
-        progress: show tqdm bars (on rank 0).
+        options: run options (resume, checkpoints, stop after N steps, scalars to log).
+        progress: show the progress (on rank 0): bars on a terminal, a few lines otherwise
+            (:mod:`.display`).
     """
 
     def __init__(
@@ -166,7 +171,9 @@ class Run:
         self.epochs, self.batch_size = cfg.epochs, cfg.batch_size
         parallel.check_batch(cfg.batch_size)
         self.hardware = Hardware(cfg, options, parallel)
-        self.show = progress and parallel.is_main
+        self.display_mode = display_mode(progress and parallel.is_main)
+        self.scalars = ScalarLog(self.out, options.log_every, options.tensorboard, parallel.is_main)
+        self.resumed = options.resume
         self.checkpoints = Checkpointer(self.out, options)
         self.net = task.network(cfg.hidden, cfg.cell, cfg.recurrent, seed=cfg.seed).to(device)
         self.learner = self._learner(cfg.lr)
@@ -208,6 +215,7 @@ class Run:
         self.epoch.load_state_dict(saved["epoch"])
         self.progress = Progress.from_checkpoint(saved["progress"])
         self.selection.load_state_dict(saved["progress"])
+        self.scalars.load_state_dict(saved.get("scalars"))  # absent from older checkpoints
         set_rng_state(saved["rng"])  # last: nothing after it draws
 
     def payload(self) -> dict[str, Any] | None:
@@ -218,6 +226,7 @@ class Run:
             "epoch": self.epoch.state_dict(),
             "meter_peak": self.meter.peak,
             "timer": [self.timer.steps, self.timer.seconds],
+            "scalars": self.scalars.state_dict(),
             "rng": rng_state(),
         }
         ranks = self.parallel.gather(local)
@@ -230,20 +239,23 @@ class Run:
     def execute(self) -> RunResult:
         """Train the remaining epochs, select, test and write the run folder."""
         start = self.progress.epoch
-        desc = f"{self.cfg.rule} epochs"
-        epochs = tqdm(range(start, self.epochs + 1), desc=desc, disable=not self.show)
+        self.display = Display(
+            self.display_mode, self.cfg.rule, self.epochs, start, self.metric.name
+        )
+        self.scalars.start(self.learner.steps, resumed=self.resumed)
         # SIGINT/SIGTERM: checkpoint at the next step (one process: the ranks would disagree)
         with Signals(enabled=not self.parallel.active) as self.signals:
             try:
-                for epoch in epochs:
-                    loss, valid = self._train_epoch(epoch)
-                    name = self.metric.name
-                    epochs.set_postfix(loss=f"{loss:.4f}", **{f"valid_{name}": f"{valid:.4f}"})
+                for epoch in range(start, self.epochs + 1):
+                    self._train_epoch(epoch)
                     self._on_signal()
             except Stopped as stop:
                 self.folder.metrics(self.progress.history)
                 self._save_last()
                 return self._result(stopped_at=stop.step)
+            finally:
+                self.display.close()
+                self.scalars.close()
         return self._finish()
 
     def _on_signal(self) -> None:
@@ -264,44 +276,41 @@ class Run:
         epoch = self.progress.epoch - 1
         self.folder.model(self.net, MODEL_LAST, self.cfg, epoch, step=self.learner.steps)
 
-    def _train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One epoch, its validation and its end-of-epoch checkpoint; (train loss, valid)."""
+    def _train_epoch(self, epoch: int) -> None:
+        """One epoch, its validation, its scalars and its end-of-epoch checkpoint."""
         self.data.set_state(self.progress.epoch_rng)
-        bar = tqdm(
+        batches, show = self.display.batches(
             self.parallel.shard(self.task.train_batches(self.batch_size, self.data)),
-            total=self.task.num_train_batches(self.batch_size),
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not self.show,
+            self.task.num_train_batches(self.batch_size),
+            epoch,
         )
 
-        def show(loss: float, value: float) -> None:
-            bar.set_postfix(loss=f"{loss:.4f}", **{self.metric.name: f"{value:.4f}"})
-
         def after_step() -> None:
-            self.checkpoints.after_step(self.learner.steps, self.payload)
+            step = self.learner.steps
+            if self.scalars.due(step):
+                lr = float(self.learner.optimizer.param_groups[0]["lr"])
+                seconds = time.perf_counter() - self.t0
+                self.scalars.row(step, epoch, self.epoch.running(), lr, seconds)
+            self.checkpoints.after_step(step, self.payload)
             self._on_signal()
 
-        train_loss, train_metric = self.epoch.run(bar, show, after_step)
+        train_loss, train_metric = self.epoch.run(batches, show, after_step)
         valid = evaluate(self.net, self.task, "valid", self.batch_size)
         if self.selection.offer(epoch, valid, self.net):
             self.folder.model(self.net, MODEL, self.cfg, epoch)
-        self.progress.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_metric": train_metric,
-                "valid_metric": valid,
-                "seconds": time.perf_counter() - self.t0,
-            }
-        )
+        seconds = time.perf_counter() - self.t0
+        row = {"train_loss": train_loss, "train_metric": train_metric, "valid_metric": valid}
+        self.progress.history.append({"epoch": epoch, **row, "seconds": seconds})
+        name = self.metric.name
+        scalars = {"train_loss": train_loss, f"train_{name}": train_metric, f"valid_{name}": valid}
+        self.scalars.epoch_end(self.learner.steps, self.epoch.running(), scalars)
+        self.display.epoch_end(epoch, train_loss, train_metric, valid, seconds)
         self.progress.epoch, self.progress.epoch_rng = epoch + 1, self.data.get_state()
         self.epoch.begin()
         self.folder.metrics(self.progress.history)  # consistent with the checkpoint
         self._save_last()
         if self.checkpoints.active:
             self.checkpoints.save(self.payload(), self.learner.steps)
-        return train_loss, valid
 
     def _test(self, net: Network) -> float:
         return evaluate(net, self.task, "test", self.batch_size)

@@ -17,7 +17,9 @@ The run folder holds ``config.json`` (``ostl train --config config.json`` reruns
 before training starts), ``metrics.csv`` (one row per epoch, written as each epoch ends), the
 trained network (``model.safetensors``: the best validation epoch's weights,
 ``model-last.safetensors``: the latest; ``ostl.run.model.load(folder)`` rebuilds it),
-``summary.json``, ``learning_curves.png`` and, for spiking networks, ``raster.png``.
+``summary.json``, ``learning_curves.png`` and, for spiking networks, ``raster.png``; while
+training, ``scalars.csv`` (a row every ``log_every`` steps) and, with ``tensorboard``, the same
+as TensorBoard events in ``tb/`` (:mod:`.logs`).
 
 SIGINT or SIGTERM while training (:mod:`.signals`): the run finishes its time step, writes a
 checkpoint and the current weights to its folder, and raises :class:`~.signals.Interrupted` (a
@@ -28,7 +30,7 @@ Several processes (``torchrun ... -m ostl train`` or ``ostl train --nproc N``; s
 each batch and the learner averages the gradients before each update. Evaluation is sharded the
 same way and the metric's sums are all-reduced, so every rank gets the metric of the whole
 split (and picks the same best epoch); the training loss and metric are summed over ranks too.
-Only rank 0 writes the run folder and shows progress bars. A checkpoint holds every rank's
+Only rank 0 writes the run folder and shows the progress. A checkpoint holds every rank's
 state (gathered on rank 0); it resumes with the same number of processes.
 
 :func:`train` is ``Run(...).execute()``: the run and its collaborators (device, data-parallel
@@ -46,6 +48,7 @@ from ..errors import CheckpointError
 from ..tasks import Task
 from .config import SCHEDULES, RunResult, TrainConfig
 from .evaluate import evaluate
+from .logs import LOG_EVERY
 from .resume import RunOptions
 from .run import Run, update_every
 
@@ -71,13 +74,17 @@ def train(
     keep: int = 3,
     resume: bool = False,
     stop_after_steps: int | None = None,
+    log_every: int = LOG_EVERY,
+    tensorboard: bool = False,
 ) -> RunResult:
     """Train one network with one rule; see the module docstring.
 
     Args:
         cfg: the run's configuration (None fields take the task's defaults).
         out: run folder to write (None: write nothing).
-        progress: show tqdm bars (per epoch, and per batch with the running loss and metric).
+        progress: show the progress: on a terminal, bars (per epoch, and per batch with the
+            running loss and metric); otherwise a line per epoch and a few within long ones
+            (:mod:`.display`).
         task: an already built task matching ``cfg`` (saves reloading data between runs).
         checkpoint_every: write a checkpoint to ``out/checkpoints`` every this many time steps
             (and at the end of every epoch); None: no periodic checkpoints.
@@ -85,18 +92,23 @@ def train(
         resume: continue from the newest checkpoint in ``out/checkpoints`` (same config).
         stop_after_steps: write a checkpoint and stop after this many time steps in total
             (``result.stopped_at_step`` is set; resume later with ``resume=True``).
+        log_every: append a row of training scalars to ``out/scalars.csv`` every this many
+            time steps (0: none; see :mod:`.logs`).
+        tensorboard: also write the scalars as TensorBoard events into ``out/tb`` (needs the
+            ``tensorboard`` package).
 
     Returns:
         The run's history, test metric, peak held memory and time per step.
     """
-    options = RunOptions(checkpoint_every, keep, resume, stop_after_steps)
+    options = RunOptions(checkpoint_every, keep, resume, stop_after_steps, log_every, tensorboard)
     return Run(cfg, out, task=task, options=options, progress=progress).execute()
 
 
 def resume(out: str | Path, *, progress: bool = True, **options: Any) -> RunResult:
     """Continue the run in folder ``out`` from its newest checkpoint (its config.json).
 
-    ``options`` are :func:`train`'s (``checkpoint_every``, ``keep``, ``stop_after_steps``).
+    ``options`` are :func:`train`'s (``checkpoint_every``, ``keep``, ``stop_after_steps``,
+    ``log_every``, ``tensorboard``).
     """
     path = Path(out) / "config.json"
     try:

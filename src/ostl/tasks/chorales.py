@@ -3,8 +3,9 @@
 Data: the Riemenschneider chorales of ``music21``'s corpus (``corpus.chorales.Iterator``), four
 voices (Soprano, Alto, Tenor, Bass) sampled at every quarter note into 88-key piano rolls (MIDI
 21–108; a key is on at step t if a note of any voice sounds at the start of quarter t).
-Duplicate rolls are dropped. Parsing takes about 20 s the first time; the rolls are then cached
-under :func:`ostl.tasks.data.cache_dir` (``chorales-v1-all.npz``), never in the repository.
+Duplicate rolls are dropped. Parsing takes a minute or two the first time (a message and a
+progress bar say so); the rolls are then cached under :func:`ostl.tasks.data.cache_dir`
+(``chorales-v1-all.npz``), never in the repository.
 ``max_pieces`` parses only the first pieces of the corpus (for tests: about 0.1 s a piece).
 
 Split: a seeded random split (``data_seed``) of 60 % train, 20 % valid, 20 % test. **This is
@@ -24,13 +25,14 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .base import Defaults, Task
-from .data import Batch, cache_dir, require, split_indices
+from .data import Batch, cache_dir, preparing, require, split_indices
 from .losses import bernoulli_nll
 from .metrics import FrameNLL, Metric
 
@@ -61,16 +63,18 @@ def _roll(score: object) -> np.ndarray | None:
     return roll
 
 
-def parse_rolls(max_pieces: int | None = None) -> list[np.ndarray]:
-    """Parse the Riemenschneider chorales of the music21 corpus into piano rolls (slow).
+def parse_rolls(max_pieces: int | None = None, cache: Path | None = None) -> list[np.ndarray]:
+    """Parse the Riemenschneider chorales of the music21 corpus into piano rolls (slow: the
+    user is told, with a progress bar on a terminal, see :func:`~.data.preparing`).
 
     Args:
         max_pieces: parse only the first ``max_pieces`` files of the corpus (None: all).
+        cache: where the rolls will be cached (named in the message).
     """
     music21 = require("music21", "music21")
     rolls, seen = [], set()
-    names = list(music21.corpus.chorales.Iterator(returnType="filename"))
-    for name in names[:max_pieces]:
+    names = list(music21.corpus.chorales.Iterator(returnType="filename"))[:max_pieces]
+    for name in preparing("chorales", names, cache, unit="piece"):
         roll = _roll(music21.corpus.parse(name))
         if roll is None:
             continue
@@ -88,7 +92,7 @@ def load_rolls(max_pieces: int | None = None) -> list[np.ndarray]:
         with np.load(path) as z:
             flat, lengths = z["rolls"], z["lengths"]
         return np.split(flat, np.cumsum(lengths)[:-1])
-    rolls = parse_rolls(max_pieces)
+    rolls = parse_rolls(max_pieces, cache=path)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, rolls=np.concatenate(rolls), lengths=[len(r) for r in rolls])
     tmp.replace(path)  # atomic: concurrent runs never read half a file

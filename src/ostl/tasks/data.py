@@ -1,4 +1,5 @@
-"""Shared data helpers of the tasks: batches, spike codes, splits, caches, optional imports.
+"""Shared data helpers of the tasks: batches, spike codes, splits, caches, optional imports,
+and the message of a one-time data preparation (:func:`preparing`).
 
 Time-major tensors everywhere: a batch of inputs is ``xs`` (T, B, N) and its targets ``(T, B, K)``
 (float: one-hot vectors for classes, so target-projection rules such as OSTTP can use them), or a
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +29,8 @@ __all__ = [
     "MissingDependencyError",
     "require",
     "cache_dir",
+    "preparing",
+    "is_terminal",
     "one_hot",
     "rate_code",
     "latency_code",
@@ -103,6 +108,54 @@ def cache_dir() -> Path:
         path = Path(tempfile.gettempdir()) / "ostl-cache"
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+T = TypeVar("T")
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (False for a closed or replaced stream): progress bars
+    only there, plain lines elsewhere."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def preparing(
+    what: str,
+    items: Sequence[T],
+    cache: Path | None = None,
+    *,
+    unit: str = "item",
+    stream: TextIO | None = None,
+) -> Iterator[T]:
+    """``items``, one by one, while telling the user that a one-time data preparation runs.
+
+    A task that builds its data once and caches it (chorales parses music21's corpus, about a
+    minute and a half) calls this instead of waiting in silence. On ``stream`` (default:
+    stderr) it prints ``preparing <what> data (one time, cached in <cache>)...``, then a
+    progress bar over the items on a terminal (nothing more elsewhere, so a log stays short),
+    and when the items are done ``<what> data ready: <n> <unit>s in <s> s``. In a torchrun
+    group only the first process prints (each prepares its own copy).
+    """
+    from ..distributed import launched_as_main
+
+    if not launched_as_main():
+        yield from items
+        return
+    stream = stream or sys.stderr
+    where = f" (one time, cached in {cache})" if cache is not None else ""
+    print(f"preparing {what} data{where}...", file=stream, flush=True)
+    t0 = time.perf_counter()
+    if is_terminal(stream):
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=what, unit=unit, leave=False, file=stream)
+    else:
+        yield from items
+    seconds = time.perf_counter() - t0
+    print(f"{what} data ready: {len(items)} {unit}s in {seconds:.0f} s", file=stream, flush=True)
 
 
 def one_hot(labels: Tensor, n: int, dtype: torch.dtype = torch.float32) -> Tensor:

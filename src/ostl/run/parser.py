@@ -1,0 +1,195 @@
+"""The argument parser of the ``ostl`` command; :mod:`.cli` runs the commands it parses.
+
+Every option's help ends with its default: the options generated from the fields of
+:class:`~.config.TrainConfig` get it from :mod:`.options`, the hand-written ones below from
+argparse (``%(default)s``) or, where the default is computed later, in words. ``ostl --help``
+shows :data:`DESCRIPTION` and the example commands of :data:`EXAMPLES`, as plain text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import Any
+
+from .._version import __version__
+from .compare import DEFAULT_RULES
+from .demo import DemoConfig
+from .logs import LOG_EVERY
+from .options import add_config_options, non_negative, positive
+from .resume import RunOptions
+
+__all__ = ["build_parser", "DESCRIPTION", "EXAMPLES"]
+
+DESCRIPTION = (
+    "Online learning rules (OSTL, OSTTP and others, with BPTT and RTRL as references) for "
+    "recurrent and spiking neural networks: train a network on a task, evaluate it, and "
+    "compare rules side by side."
+)
+
+EXAMPLES = """\
+examples:
+  ostl list                                  rules, cells, tasks and the tasks' options
+  ostl demo                                  OSTL learns a pattern online (about a minute)
+  ostl train --task digits --rule ostl --hidden 128 --epochs 10 --out runs/x
+  ostl train --config runs/x/config.json     rerun a run from its folder
+  ostl train --out runs/x --checkpoint-every 500 --keep 3
+  ostl train --resume runs/x                 continue from the newest checkpoint
+  ostl train --nproc 2 --task digits         2 processes (torchrun), data-parallel
+  ostl train --out runs/x --tensorboard      also TensorBoard events in runs/x/tb
+  ostl evaluate runs/x --which last          the test metric of the saved weights
+  ostl compare --task digits --rules bptt,ostl,osttp --quick
+
+'ostl COMMAND --help' lists a command's options with their defaults.
+"""
+
+_NO_PROGRESS = (
+    "show nothing while training: no bars (on a terminal) and no progress lines (otherwise: "
+    "a line per epoch and a few within long epochs); the final table is still printed"
+)
+
+
+def _add_output_options(p: argparse.ArgumentParser, what: str, default: str) -> None:
+    p.add_argument("--out", help=f"{what} (default: {default}, a new folder)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even if it holds a run: its files (config, metrics, scalars, "
+        "models, checkpoints, figures) are replaced",
+    )
+    p.add_argument("--no-progress", action="store_true", help=_NO_PROGRESS)
+
+
+def _add_demo(sub: Any) -> None:
+    d = sub.add_parser("demo", help="online learning with OSTL on a synthetic pattern")
+    d.add_argument(
+        "--epochs",
+        type=positive,
+        default=DemoConfig.epochs,
+        help="passes over the pattern (default: %(default)s)",
+    )
+    d.add_argument(
+        "--seed",
+        type=int,
+        default=DemoConfig.seed,
+        help="seed of the pattern and the weights (default: %(default)s)",
+    )
+    d.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
+    d.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: print the loss every 10 epochs instead (as when stderr is not a "
+        "terminal)",
+    )
+
+
+def _add_evaluate(sub: Any) -> None:
+    e = sub.add_parser("evaluate", help="the test metric of a run's saved model")
+    e.add_argument("run", metavar="RUN_DIR", help="a run folder (or a model .safetensors file)")
+    e.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="best: model.safetensors, the best validation epoch (the run's test metric); "
+        "last: model-last.safetensors, the latest weights (default: %(default)s)",
+    )
+    e.add_argument(
+        "--split",
+        choices=("test", "valid"),
+        default="test",
+        help="the split to evaluate (default: %(default)s)",
+    )
+    e.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    e.add_argument("--batch-size", type=positive, help="sequences per batch (default: the run's)")
+    e.add_argument("--threads", type=positive, help="torch CPU threads (default: the run's)")
+
+
+def _add_run_options(t: argparse.ArgumentParser) -> None:
+    """The options of ``train`` that are not the run's configuration (:class:`RunOptions`):
+    given again with ``--resume``."""
+    t.add_argument(
+        "--checkpoint-every",
+        type=positive,
+        metavar="N",
+        help="write a checkpoint every N time steps (and at every epoch end) to OUT/checkpoints "
+        "(default: none)",
+    )
+    t.add_argument(
+        "--keep", type=positive, default=RunOptions.keep, help="checkpoints to keep (default: "
+        "%(default)s)",
+    )  # fmt: skip
+    t.add_argument(
+        "--stop-after-steps",
+        type=positive,
+        metavar="N",
+        help="write a checkpoint and stop after N time steps, to continue with --resume "
+        "(default: never)",
+    )
+    t.add_argument(
+        "--log-every",
+        type=non_negative,
+        default=LOG_EVERY,
+        metavar="N",
+        help="append the training scalars (step, epoch, mean loss of the last N steps, learning "
+        "rate, seconds) to OUT/scalars.csv every N time steps; 0: none (default: %(default)s)",
+    )
+    t.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write the scalars, and every epoch's train loss and metrics, as TensorBoard "
+        "events in OUT/tb (needs the tensorboard package: pip install 'ostl[tensorboard]') "
+        "(default: off)",
+    )
+
+
+def _add_train(sub: Any) -> None:
+    t = sub.add_parser("train", help="train one network with one rule on a task")
+    add_config_options(t)
+    t.add_argument("--config", help="a run folder's config.json to rerun (options override it)")
+    t.add_argument(
+        "--nproc",
+        type=positive,
+        help="processes on this machine, data-parallel: relaunches through torchrun, the batch "
+        "is split between them (default: 1)",
+    )
+    _add_output_options(t, "run folder", "runs/<task>-<rule>-<time>")
+    t.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its newest checkpoint and DIR/config.json (the "
+        "checkpoint, scalar and TensorBoard options are given again)",
+    )
+    _add_run_options(t)
+
+
+def _add_compare(sub: Any) -> None:
+    c = sub.add_parser("compare", help="train the same network with several rules, side by side")
+    c.add_argument(
+        "--rules",
+        help=f"comma-separated rules (default: {','.join(DEFAULT_RULES)}, those registered)",
+    )
+    c.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run of about a minute (the task's quick budget and data)",
+    )
+    add_config_options(c, exclude=("rule",))
+    _add_output_options(c, "comparison folder", "runs/compare-<task>-<time>")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``ostl`` command; ``args.command`` names the command given."""
+    p = argparse.ArgumentParser(
+        prog="ostl",
+        description=textwrap.fill(DESCRIPTION, 88),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ostl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    sub.add_parser("list", help="the rules, cells and tasks, and each task's options")
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_compare(sub)
+    return p
