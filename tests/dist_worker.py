@@ -108,6 +108,34 @@ def run_uneven_targets(part: int, parts: int) -> dict[str, Any]:
     return {"updates": learner.updates, "weights": net.state_dict()}
 
 
+def run_nan_on_one_rank(part: int, parts: int) -> dict[str, Any]:
+    """OSTTP unlocked, nonfinite="skip": a NaN in one sample of the last rank's shard at step 3
+    makes every rank skip that whole step (no layer moves on any rank)."""
+    net = network()
+    learner = ostl.Learner(
+        net,
+        OSTTP(recurrence="exact"),
+        loss_fn=cross_entropy,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+        unlocked=True,
+        nonfinite="skip",
+        distributed=parts > 1,
+    )
+    xs, targets = data()[0]
+    xs = xs.clone()
+    xs[3, B - 1, 0] = float("nan")
+    s = dist.shard_range(B, part, parts)
+    learner.reset(s.stop - s.start)
+    moved: list[str] = []
+    for t, (x, tg) in enumerate(zip(xs, targets)):
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        learner.step(x[s], None if tg is None else tg[s])
+        if t == 3:
+            moved = [k for k, v in net.state_dict().items() if not torch.equal(v, before[k])]
+    return {"skipped": learner.skipped, "updates": learner.updates, "moved": moved,
+            "weights": net.state_dict()}  # fmt: skip
+
+
 def main(out: str, device: str = "cpu") -> None:
     torch.set_num_threads(1)
     assert dist.init(device), "run me with torchrun"
@@ -116,6 +144,7 @@ def main(out: str, device: str = "cpu") -> None:
         dev = str(dist.local_device(torch.device(device)))
         result: dict[str, Any] = {name: run_case(name, r, w, dev) for name in CASES}
         result["uneven"] = run_uneven_targets(r, w)
+        result["nan-one-rank"] = run_nan_on_one_rank(r, w)
         gathered = dist.gather_to_main({"rank": r, "x": torch.full((2,), float(r))})
         result["gathered"] = gathered
         result["mine"] = dist.this_rank_of([f"state of rank {i}" for i in range(w)])

@@ -123,6 +123,12 @@ def test_two_processes_with_half_batches_equal_one_process_with_the_whole(tmp_pa
     assert uneven[0]["updates"] == uneven[1]["updates"] == 5
     for k, w in uneven[0]["weights"].items():
         torch.testing.assert_close(uneven[1]["weights"][k], w, rtol=0, atol=0)
+    # a NaN input on rank 1 only, unlocked, "skip": every rank skips the whole step, once
+    nan = [ranks[r]["nan-one-rank"] for r in range(2)]
+    for r in range(2):
+        assert (nan[r]["skipped"], nan[r]["updates"], nan[r]["moved"]) == (1, 4, []), r
+    for k, w in nan[0]["weights"].items():
+        torch.testing.assert_close(nan[1]["weights"][k], w, rtol=0, atol=0)
 
 
 def test_ostl_train_nproc_2_writes_one_run_folder_from_rank_0(tmp_path: Path) -> None:

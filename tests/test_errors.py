@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ostl
 from ostl.rules import OSTL, RTRL
@@ -149,3 +152,57 @@ def test_frozen_parameters_get_no_gradient() -> None:
     for rule in ("bptt", "ostl", "rtrl"):
         g = ostl.gradients(net, rule, xs, ts, mse)
         assert "layers.0.W" not in g and "layers.0.H" in g
+
+
+def test_a_known_torch_loss_broadcasts_nothing(net: ostl.Network) -> None:
+    xs = torch.rand(5, 4, 3, dtype=torch.float64)
+    narrow = torch.rand(5, 4, 1, dtype=torch.float64)  # (4, 1) against outputs (4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not torch's broadcasting UserWarning: an error
+        for rule in ("bptt", "ostl", "rtrl"):
+            with pytest.raises(ostl.TargetError, match=r"output's shape \(4, 2\), got \(4, 1\)"):
+                ostl.gradients(net, rule, xs, narrow, F.mse_loss)
+        labels = torch.zeros(5, 4, 3, dtype=torch.long)  # (4, 3): not (4,) class indices
+        with pytest.raises(ostl.TargetError, match=r"class indices of shape \(4,\)"):
+            ostl.gradients(net, "bptt", xs, labels, F.cross_entropy)
+
+
+def test_the_optimizer_must_hold_the_networks_parameters(net: ostl.Network) -> None:
+    other = make_net("lif", [3, 4], recurrent=True)
+    with pytest.raises(ostl.OptionError, match="holds none of the network's 6 trainable"):
+        ostl.Learner(net, "ostl", loss_fn=mse, optimizer=torch.optim.SGD(other.parameters(), 0.1))
+    some = torch.optim.SGD(net.layers[0].parameters(), 0.1)
+    with pytest.raises(
+        ostl.OptionError, match=r"holds only 4 of .*missing: layers\.1\.W, layers\.1\.b"
+    ):
+        ostl.Learner(net, "ostl", loss_fn=mse, optimizer=some)
+    for lr in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ostl.OptionError, match="lr must be a finite number >= 0"):
+            ostl.Learner(net, "ostl", loss_fn=mse, optimizer=_sgd_with_lr(net, lr))
+    with pytest.raises(ostl.OptionError, match="max_skips must be a positive int"):
+        ostl.Learner(net, "ostl", loss_fn=mse, optimizer=_sgd_with_lr(net, 0.1), max_skips=0)
+    both = torch.optim.SGD([*net.parameters(), *other.parameters()], 0.1)  # extras are fine
+    ostl.Learner(net, "ostl", loss_fn=mse, optimizer=both)
+
+
+def _sgd_with_lr(net: ostl.Network, lr: float) -> torch.optim.Optimizer:
+    opt = torch.optim.SGD(net.parameters(), 0.1)
+    opt.param_groups[0]["lr"] = lr  # torch.optim refuses some of these itself
+    return opt
+
+
+def test_a_network_on_the_meta_device_is_refused() -> None:
+    meta = make_net("lif", [3, 4], recurrent=True).to("meta")
+    xs = torch.rand(5, 2, 3, dtype=torch.float64, device="meta")
+    with pytest.raises(ostl.DeviceError, match="meta tensors have no data: move the network"):
+        ostl.Learner(meta, "ostl", loss_fn=mse, optimizer=torch.optim.SGD(meta.parameters(), 0.1))
+    for rule in ("ostl", "bptt"):
+        with pytest.raises(ostl.DeviceError, match="meta device"):
+            ostl.gradients(meta, rule, xs, xs[..., :2], mse)
+
+
+def test_a_torch_module_in_a_network_is_an_ostl_error() -> None:
+    with pytest.raises(ostl.LayerTypeError, match=r"layer 1 is a Linear; expected ostl\.Layer "
+                       r"or ostl\.Readout.*ostl\.Readout\(n_in, n_out\)") as e:  # fmt: skip
+        ostl.Network([ostl.Layer(3, 4), torch.nn.Linear(4, 2)])
+    assert isinstance(e.value, ostl.OSTLError) and isinstance(e.value, TypeError)

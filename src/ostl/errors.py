@@ -20,6 +20,7 @@ __all__ = [
     "DeviceError",
     "NonFiniteError",
     "UnsupportedError",
+    "LayerTypeError",
     "TraceTooLargeError",
     "CheckpointError",
     "TargetError",
@@ -27,6 +28,8 @@ __all__ = [
     "check_tensor",
     "check_finite",
     "all_finite",
+    "norm_total",
+    "nonfinite_names",
 ]
 
 
@@ -52,6 +55,10 @@ class NonFiniteError(OSTLError, ValueError):
 
 class UnsupportedError(OSTLError, NotImplementedError):
     """A rule was asked to handle a layer or a configuration it cannot handle."""
+
+
+class LayerTypeError(UnsupportedError, TypeError):
+    """A module that is not an ``ostl.Layer`` / ``ostl.Readout`` where a network layer belongs."""
 
 
 class TraceTooLargeError(UnsupportedError, MemoryError):
@@ -109,27 +116,54 @@ def check_tensor(
     return x
 
 
+def norm_total(tensors: Iterable[Tensor]) -> Tensor | None:
+    """The sum of the norms of the floating-point ``tensors``: a 0-dim tensor on the first
+    one's device, computed there without a host synchronisation (None if there is none).
+
+    One fused ``torch._foreach_norm`` per device. A norm is NaN or Inf whenever its tensor
+    holds a NaN or an Inf, so a finite total proves every element finite; a non-finite total
+    may also be an overflow of large finite values (see :func:`all_finite`).
+    """
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for t in tensors:
+        if t.is_floating_point():
+            by_device.setdefault(t.device, []).append(t)
+    totals = []
+    for floats in by_device.values():
+        norms = torch._foreach_norm(floats)
+        if len(norms) == 1:
+            totals.append(norms[0])
+        elif all(n.dtype == norms[0].dtype for n in norms):
+            totals.append(torch.stack(norms).sum())
+        else:
+            totals.append(torch.stack([n.double() for n in norms]).sum())
+    if len(totals) <= 1:
+        return totals[0] if totals else None
+    first = totals[0].device
+    return torch.stack([t.to(first, torch.float64) for t in totals]).sum()
+
+
 def all_finite(tensors: Iterable[Tensor]) -> bool:
     """True if no floating-point tensor among ``tensors`` holds NaN or Inf (one host sync).
 
-    Fast path: the norms of all tensors in one fused call, summed. A norm is NaN or Inf
-    whenever its tensor holds a NaN or an Inf, so a finite sum proves every element finite; a
-    non-finite sum (possibly an overflow of large finite values) is confirmed element by
-    element. A few operations for any number of tensors, and one synchronisation.
+    Fast path: :func:`norm_total`, read back once. A non-finite total (possibly an overflow of
+    large finite values) is confirmed element by element. A few operations for any number of
+    tensors, and one synchronisation.
     """
     floats = [t for t in tensors if t.is_floating_point()]
-    if not floats:
-        return True
-    norms = torch._foreach_norm(floats)
-    if len(norms) == 1:
-        total = norms[0]
-    elif all(n.dtype == norms[0].dtype for n in norms):
-        total = torch.stack(norms).sum()
-    else:
-        total = torch.stack([n.double() for n in norms]).sum()
-    if math.isfinite(float(total)):
+    total = norm_total(floats)
+    if total is None or math.isfinite(float(total)):
         return True
     return all(bool(torch.isfinite(t).all()) for t in floats)
+
+
+def nonfinite_names(named: Iterable[tuple[str, Tensor]]) -> list[str]:
+    """The names of the floating-point tensors that hold NaN or Inf (one sync per tensor when
+    some do; one in all when none does)."""
+    named = [(n, t) for n, t in named if t.is_floating_point()]
+    if all_finite(t for _, t in named):
+        return []
+    return [n for n, t in named if not bool(torch.isfinite(t).all())]
 
 
 def check_finite(x: Tensor, name: str) -> Tensor:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells import Cell, make_cell
-from .errors import OptionError, ShapeError, check_tensor
+from .errors import LayerTypeError, OptionError, ShapeError, check_tensor
 
 __all__ = ["Layer", "Readout", "ReadoutState", "Network", "SynapticProduct"]
 
@@ -223,9 +223,11 @@ class Network(nn.Module):
             raise OptionError("Network needs at least one layer")
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer | Readout):
-                raise TypeError(
+                raise LayerTypeError(
                     f"Network: layer {i} is a {type(layer).__name__}; expected ostl.Layer or "
-                    "ostl.Readout (the rules need the synapse/cell structure they declare)"
+                    "ostl.Readout (the rules need the synapse/cell structure they declare): "
+                    "e.g. ostl.Layer(n_in, n_out, cell) for a stateful layer, "
+                    "ostl.Readout(n_in, n_out) for a linear read-out (in place of nn.Linear)"
                 )
             if i and layer.n_in != self.layers[i - 1].n_out:
                 raise ShapeError(

@@ -22,20 +22,30 @@ step with a target, so the weights follow the same trajectory as with ``unlocked
 
 Non-finite values (``nonfinite``): ``"raise"`` (default) raises
 :class:`~ostl.errors.NonFiniteError` naming the tensor and the step as soon as an input, a
-target, a learning signal or a gradient holds NaN or Inf (the optimizer never steps on it);
-``"skip"`` lets them through to the gradient, skips that update (counted in ``skipped``) and,
-if the network state or traces were poisoned, restarts the stream state (weights are kept).
+target, a learning signal or a gradient holds NaN or Inf, or an optimizer step makes a weight
+non-finite (a learning rate far too large); ``"skip"`` lets them through to the gradient,
+skips that update (counted in ``skipped``) and, if the network state or traces were poisoned,
+restarts the stream state. Either way the update is undone (:mod:`ostl.guard`: the weights
+and the optimizer state are as before it), and ``max_skips`` skipped updates in a row raise:
+a learner whose every update is non-finite is not learning. Unlocked, a step's validity is
+decided at its first layer update, from x_t, the target and that layer's gradient: a bad input
+or target updates no layer and counts one skip (a gradient that turns non-finite higher up
+spares that layer and those above; the layers below were updated). The guard costs one host
+synchronisation per update (as before it undid steps) and a copy of the stepped parameters and
+their optimizer state (Adam: 3x the parameters' bytes): 3 to 7% of an online step on a CPU.
 
 ``distributed=True`` is data-parallel learning on ``torch.distributed`` (:mod:`ostl.distributed`):
 every rank steps on its own slice of the batch, and the gradients are averaged over the ranks,
 weighted by their local batch sizes, before each optimizer update (one all-reduce per update, or
 per layer update when unlocked). Every rank must call ``update`` on the same schedule; it steps
 its optimizer when any rank saw a target, so all ranks keep the same weights. The non-finite
-guard checks the averaged gradients, so every rank takes the same decision.
+guard checks the averaged gradients and the weights (the same on every rank), so every rank
+takes the same decision.
 
 Checkpoints: ``learner.state_dict()`` holds the weights, the optimizer state, the rule's runner
 (network state, traces, accumulated gradients, random matrices) and the schedule position;
-``learner.load_state_dict(sd)`` on a learner built the same way continues bit for bit.
+``learner.load_state_dict(sd)`` on a learner built the same way continues bit for bit. A state
+holding NaN or Inf is refused (:class:`~ostl.errors.CheckpointError` naming the tensors).
 """
 
 from __future__ import annotations
@@ -47,18 +57,19 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist
+from .engine import carry as tree
 from .errors import (
     CheckpointError,
     NonFiniteError,
-    OptionError,
     OSTLError,
-    UnsupportedError,
     all_finite,
+    nonfinite_names,
 )
+from .guard import Bad, GuardedStep
 from .layer import Network
+from .learner_checks import check_optimizer, check_options, check_unlockable
 from .numerics import flush_denormals
 from .rules import LossFn, Rule, get_rule
-from .rules.base import NONFINITE, Runner
 
 __all__ = ["Learner"]
 
@@ -70,11 +81,13 @@ class Learner:
         net: the network.
         rule: a rule object or its name.
         loss_fn: ``loss_fn(y_t, target_t)`` -> scalar loss of one step (mean over the batch).
-        optimizer: any ``torch.optim.Optimizer`` over the network's parameters.
+        optimizer: any ``torch.optim.Optimizer`` over the network's parameters (it must hold
+            every trainable parameter of ``net``).
         update_every: 1 (every step), k (every k steps) or None (at ``end_sequence``).
         unlocked: apply each layer's update as soon as its own step is done (OSTTP with
             ``update_every=1`` only; see the module docstring).
         nonfinite: ``"raise"`` or ``"skip"`` (see the module docstring).
+        max_skips: with ``"skip"``, raise after this many consecutive skipped updates.
         distributed: average the gradients over the ranks of the initialised default
             ``torch.distributed`` process group before each update; rank 0's initial weights
             are broadcast to every rank at construction.
@@ -96,26 +109,34 @@ class Learner:
         update_every: int | None = 1,
         unlocked: bool = False,
         nonfinite: str = "raise",
+        max_skips: int = 100,
         distributed: bool = False,
         same_target_steps: bool = False,
         compile: bool = False,
     ) -> None:
-        _check_options(loss_fn, optimizer, update_every, nonfinite, unlocked, compile)
+        check_options(loss_fn, optimizer, update_every, nonfinite, unlocked, compile, max_skips)
         self.net = net
         self.rule = get_rule(rule)
         self.runner = self.rule.bind(net)
+        check_optimizer(optimizer, self.runner.params)
         self.nonfinite = self.runner.nonfinite = nonfinite
+        self.max_skips = max_skips
         self.steps = 0  # time steps since construction
-        self.skipped = 0  # updates skipped for non-finite gradients (nonfinite="skip")
+        self.skipped = 0  # updates skipped for non-finite values (nonfinite="skip")
+        self.skips_in_a_row = 0  # consecutive skipped updates
         self.loss_fn = loss_fn
         self.optimizer = optimizer
+        self.guard = GuardedStep(optimizer)
         self.update_every = update_every
         self.updates = 0  # optimizer steps taken since construction
         self._since_update = 0
         self._pending = False  # a target was seen since the last update
         self.unlocked = bool(unlocked)
+        self._inputs: tuple[Tensor, Any] | None = None  # (unlocked) the step's x_t, target_t
+        self._step_bad: bool | None = None  # (unlocked) None until the step's first update
+        self._last_bad: Bad | None = None  # what the last skipped update held
         if self.unlocked:
-            _check_unlockable(self.runner).on_layer_update = self._update_layer
+            check_unlockable(self.runner).on_layer_update = self._update_layer
         if compile:
             self.runner.compile()
         self.distributed = bool(distributed)
@@ -142,19 +163,32 @@ class Learner:
         :mod:`ostl.numerics`), the caller's mode restored afterwards.
         """
         with flush_denormals():
+            if self.unlocked:
+                return self._step_unlocked(x_t, target_t)
             return self._step(x_t, target_t)
 
     def _step(self, x_t: Tensor, target_t: Any) -> Tensor:
         y = self.runner.step(x_t, target_t, self.loss_fn)
         self.steps += 1
-        if self.unlocked:  # every layer's update was applied during the step
-            if target_t is not None:
-                self.updates += 1
-            return y
         self._since_update += 1
         self._pending = self._pending or target_t is not None
         if self.update_every is not None and self._since_update >= self.update_every:
             self.update()
+        return y
+
+    def _step_unlocked(self, x_t: Tensor, target_t: Any) -> Tensor:
+        """Every layer's update is applied during the step (:meth:`_update_layer`)."""
+        self._inputs, self._step_bad = (x_t, target_t), None
+        try:
+            y = self.runner.step(x_t, target_t, self.loss_fn)
+        finally:
+            self._inputs = None
+        self.steps += 1
+        if target_t is not None:
+            if self._step_bad:  # one skip for the step, however many layers it spared
+                self._skip()
+            else:
+                self._took_update()
         return y
 
     def end_sequence(self) -> None:
@@ -169,36 +203,123 @@ class Learner:
         self._all_reduce_grads()  # before the guard: every rank checks the same gradients
         if not self._pending:
             return
-        if not self._check_finite(list(self.runner.params)):
-            self._pending = False
-            return
-        for name, p in self.runner.params.items():
-            p.grad = self.runner.grad(name)  # forgotten right after the step, so not copied
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.runner.zero_grads()
         self._pending = False
-        self.updates += 1
+        bad = self._guarded_step(list(self.runner.params))
+        self.optimizer.zero_grad(set_to_none=True)
+        if bad is None:
+            self._took_update()
+            return
+        self._last_bad = bad
+        self._reject(bad)
+        self._skip()
 
     def _update_layer(self, i: int) -> None:
         """Write layer i's gradients into ``.grad`` and step the optimizer on them alone.
 
         ``torch.optim`` optimizers skip parameters whose ``.grad`` is None, so the other layers'
-        parameters (and their optimizer state) are untouched.
+        parameters (and their optimizer state) are untouched. The step's first layer update
+        also checks x_t and the target (through that layer's gradient, so that every rank sees
+        a bad input of any rank); once the step is found bad no layer above is updated.
         """
         prefix = f"layers.{i}."
-        params = {n: p for n, p in self.runner.params.items() if n.startswith(prefix)}
-        if not params:
+        names = [n for n in self.runner.params if n.startswith(prefix)]
+        if not names:
             return
+        if self._step_bad:
+            self.runner.zero_grads(names)
+            return
+        first = self._step_bad is None
+        if first:
+            self._poison_if_bad_inputs(self.runner.grad(names[0]))
         self._all_reduce_grads(prefix)
-        if not self._check_finite(list(params)):
+        bad = self._guarded_step(names)
+        if bad is None:
+            self._step_bad = False
             return
-        for name, p in params.items():
-            p.grad = self.runner.grad(name)  # forgotten right after the step, so not copied
-        self.optimizer.step()
-        for p in params.values():
-            p.grad = None
-        self.runner.zero_grads(params)
+        self._step_bad, self._last_bad = True, bad
+        if bad.error is not None or self.nonfinite == "raise":
+            self._reject(bad, layer=None if first else i)
+        # "skip": counted once for the whole step, after it (_step_unlocked)
+
+    def _poison_if_bad_inputs(self, grad: Tensor) -> None:
+        """Make ``grad`` NaN if the step's x_t or target holds NaN/Inf (on the device)."""
+        assert self._inputs is not None
+        x, target = self._inputs
+        ok = torch.isfinite(x).all()
+        if isinstance(target, Tensor) and target.is_floating_point():
+            ok = ok & torch.isfinite(target).all()
+        grad.add_(torch.where(ok, 0.0, float("nan")))
+
+    def _guarded_step(self, names: list[str]) -> Bad | None:
+        """Step the optimizer on the runner's gradients of ``names`` (:mod:`ostl.guard`)."""
+        r = self.runner
+        try:
+            return self.guard.step({n: r.params[n] for n in names}, {n: r.grad(n) for n in names})
+        finally:
+            r.zero_grads(names)
+
+    def _took_update(self) -> None:
+        self.updates += 1
+        self.skips_in_a_row = 0
+
+    def _skip(self) -> None:
+        """Count a skipped update; raise if ``max_skips`` were skipped in a row."""
+        self.skipped += 1
+        self.skips_in_a_row += 1
+        self._restart_if_poisoned()
+        if self.skips_in_a_row >= self.max_skips:
+            last = f": {self._last_bad.summary()}" if self._last_bad is not None else ""
+            raise NonFiniteError(
+                f"{self.skips_in_a_row} updates in a row were skipped for NaN or Inf (the last "
+                f"at step {self.steps}{last}; {self.updates} updates taken, {self.skipped} "
+                "skipped): the learner is not learning. Check the inputs, the targets and the "
+                "learning rate (Learner(max_skips=...) sets this limit)."
+            )
+
+    def _restart_if_poisoned(self) -> list[str]:
+        """Restart the stream if the rule's state or traces hold NaN/Inf (weights are kept);
+        otherwise forget the record of non-finite inputs. Returns the poisoned names."""
+        r = self.runner
+        named = [(n, t) for n, t in r.named_state() if not n.startswith("grads.")]
+        poisoned = nonfinite_names(named)
+        if poisoned:
+            r.restart_stream()  # clean state and traces for the steps that follow
+        else:
+            r.clear_nonfinite()  # reported (or skipped): the record starts afresh
+        return poisoned
+
+    def _reject(self, bad: Bad, layer: int | None = None) -> None:
+        """Raise :class:`NonFiniteError` for an undone update, under ``"raise"`` (and for an
+        optimizer step that failed, under either policy). ``layer``: the unlocked layer whose
+        update failed after the layers below it were updated in this step."""
+        if bad.error is None and self.nonfinite != "raise":
+            return
+        cause = self._cause() if bad.grads else None
+        poisoned = self._restart_if_poisoned()
+        kept = "The weights were not updated"
+        if layer is not None:
+            kept = f"Layers {layer} and above were not updated at this step (those below were)"
+        raise NonFiniteError(
+            bad.message(
+                f"at step {self.steps} (update {self.updates + 1})",
+                cause=cause,
+                poisoned=poisoned,
+                kept=kept,
+                lrs=[float(g["lr"]) for g in self.optimizer.param_groups if "lr" in g],
+                dtype=self.net.dtype,
+            )
+        )
+
+    def _cause(self) -> str | None:
+        """The first non-finite input, target or output error on record (or, during an
+        unlocked step, this step's x_t or target), as ``"<tensor> at step <t>"``."""
+        r = self.runner
+        cause = r.first_nonfinite()
+        if cause is None and self._inputs is not None:
+            for what, t in zip(("x_t", "target_t"), self._inputs):
+                if isinstance(t, Tensor) and not all_finite([t]):
+                    return f"{what} at step {r.steps} of the sequence"
+        return cause
 
     def _all_reduce_grads(self, prefix: str = "") -> None:
         """Distributed: average the (``prefix``-named) gradients over the ranks, in place.
@@ -215,47 +336,6 @@ class Learner:
         else:
             self._pending = dist.all_reduce_grads(grads, r.batch_size, self._pending)
 
-    def _check_finite(self, names: list[str]) -> bool:
-        """True if the final gradients of ``names`` are finite; else raise or skip (policy).
-
-        One host synchronisation when they are finite. Otherwise the stream is restarted if
-        the rule's state or traces hold NaN/Inf (weights are kept; the record of non-finite
-        inputs is cleared either way), and then: ``"raise"``
-        raises naming the first non-finite input, target or output error and its step (or the
-        poisoned gradients and state); ``"skip"`` zeroes those gradients and counts the skip.
-        """
-        r = self.runner
-        grads = {n: r.grad(n) for n in names}
-        if all_finite(grads.values()):
-            return True
-        bad = [n for n, g in grads.items() if not bool(torch.isfinite(g).all())]
-        if not bad:
-            return True
-        cause = r.first_nonfinite()
-        poisoned = [
-            n
-            for n, t in r.named_state()
-            if not n.startswith("grads.") and t.is_floating_point() and not all_finite([t])
-        ]
-        r.zero_grads(names)
-        if poisoned:
-            r.restart_stream()  # clean state and traces for the steps that follow
-        else:
-            r.clear_nonfinite()  # reported (or skipped): the record starts afresh
-        if self.nonfinite == "raise":
-            where = f"at step {self.steps} (update {self.updates + 1})"
-            if cause is not None:
-                msg = f"{cause}: expected finite values, found NaN or Inf"
-            else:
-                state = f"; non-finite rule state: {', '.join(poisoned[:5])}" if poisoned else ""
-                msg = f"non-finite gradient {where} of {', '.join(bad)}{state}"
-            raise NonFiniteError(
-                f"{msg}. The weights were not updated (the stream state was restarted). "
-                "Learner(nonfinite='skip') skips such updates instead."
-            )
-        self.skipped += 1
-        return False
-
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimizer state, the runner's state and the schedule position (cloned)."""
@@ -268,6 +348,7 @@ class Learner:
             "steps": self.steps,
             "updates": self.updates,
             "skipped": self.skipped,
+            "skips_in_a_row": self.skips_in_a_row,
             "since_update": self._since_update,
             "pending": self._pending,
         }
@@ -276,7 +357,8 @@ class Learner:
         """Continue from :meth:`state_dict` of a learner built the same way (net, rule, options).
 
         Raises:
-            CheckpointError: the state is not a learner's, or belongs to another set-up.
+            CheckpointError: the state is not a learner's, belongs to another set-up, or holds
+                NaN or Inf (weights, optimizer state, rule state: named in the message).
         """
         if not isinstance(state, dict) or "runner" not in state or "net" not in state:
             raise CheckpointError("not a Learner state_dict (keys net, optimizer, runner, ...)")
@@ -286,6 +368,14 @@ class Learner:
                     f"the saved learner had {key}={state[key]!r}, this one {getattr(self, key)!r}: "
                     "build the learner with the same options to continue"
                 )
+        parts = {k: state.get(k) for k in ("net", "optimizer", "runner")}
+        bad = nonfinite_names(tree.named_tensors(parts))
+        if bad:
+            raise CheckpointError(
+                f"the saved learner holds NaN or Inf in {', '.join(bad[:5])}"
+                f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}: refusing to continue "
+                "from it (resume from an earlier checkpoint)"
+            )
         try:
             self.net.load_state_dict(state["net"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -294,6 +384,7 @@ class Learner:
         self.runner.load_state_dict(state["runner"], self.loss_fn)
         self.steps, self.updates = int(state["steps"]), int(state["updates"])
         self.skipped = int(state["skipped"])
+        self.skips_in_a_row = int(state.get("skips_in_a_row", 0))  # absent from older ones
         self._since_update, self._pending = int(state["since_update"]), bool(state["pending"])
 
     @property
@@ -305,47 +396,3 @@ class Learner:
     def state_bytes(self) -> int:
         """Bytes of every tensor the rule holds (state, traces, gradients)."""
         return self.runner.state_bytes()
-
-
-def _check_unlockable(runner: Runner) -> Runner:
-    """The runner, if its rule can run the update-unlocked schedule; else a clear error."""
-    if getattr(runner.rule, "signal", None) != "target":
-        raise UnsupportedError(
-            f"{runner.rule!r} is update-locked: its learning signals need the whole forward pass "
-            "at step t (and a backward sweep across layers, or through time); only OSTTP's hidden "
-            "updates need nothing from the layers above. Use ostl.rules.OSTTP, or unlocked=False."
-        )
-    return runner
-
-
-def _check_options(
-    loss_fn: Any,
-    optimizer: Any,
-    update_every: int | None,
-    nonfinite: str,
-    unlocked: bool,
-    compile: bool,
-) -> None:
-    """The Learner's options, each with an error that says what was expected."""
-    if update_every is not None and (
-        not isinstance(update_every, int) or isinstance(update_every, bool) or update_every <= 0
-    ):
-        raise OptionError(f"update_every must be a positive int or None, got {update_every!r}")
-    if not callable(loss_fn):
-        raise TypeError("loss_fn must be callable: loss_fn(y_t, target_t) -> scalar")
-    if nonfinite not in NONFINITE:
-        raise OptionError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
-        )
-    if unlocked and update_every != 1:
-        raise OptionError(
-            "unlocked=True applies each layer's update right after its own step: it "
-            f"needs update_every=1, got {update_every!r}"
-        )
-    if unlocked and compile:
-        raise OptionError(
-            "compile=True compiles the whole step; unlocked=True applies updates in the "
-            "middle of it: choose one"
-        )

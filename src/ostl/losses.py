@@ -81,6 +81,13 @@ class CrossEntropy:
         t = _float_target("cross_entropy", y, target)
         return -(t * torch.log_softmax(y, dim=-1)).sum() / y.shape[0]
 
+    def check_target(self, y: Tensor, target: Any) -> None:
+        """Raise :class:`~ostl.errors.TargetError` unless ``target`` fits logits ``y``."""
+        if isinstance(target, Tensor) and not target.is_floating_point():
+            self._check_labels(y, target)
+        else:
+            _float_target("cross_entropy", y, target)
+
     def _check_labels(self, y: Tensor, target: Tensor) -> None:
         if y.dim() != 2 or target.shape != y.shape[:1]:
             raise TargetError(
@@ -114,6 +121,11 @@ class MSE:
         t = _float_target("mse", y, target)
         return ((y - t) ** 2).mean()
 
+    def check_target(self, y: Tensor, target: Any) -> None:
+        """Raise :class:`~ostl.errors.TargetError` unless ``target`` is a float tensor of y's
+        shape (nothing is broadcast)."""
+        _float_target("mse", y, target)
+
     def value_and_grad(self, y: Tensor, target: Any) -> tuple[Tensor, Tensor]:
         d = y - _float_target("mse", y, target)
         return (d * d).mean(), d * (2.0 / d.numel())
@@ -143,7 +155,15 @@ _KNOWN: dict[Any, Any] = {F.cross_entropy: cross_entropy, F.mse_loss: mse}
 
 
 def call_loss(loss_fn: LossFn, y: Tensor, target: Any) -> Tensor:
-    """``loss_fn(y, target)``, checked: a loss that fails on the target is the user's error."""
+    """``loss_fn(y, target)``, checked: a loss that fails on the target is the user's error.
+
+    The target of a torch loss with a closed form here (``F.mse_loss``, ``F.cross_entropy``)
+    is checked as the closed form checks it: torch would broadcast a target of another shape
+    (with only a warning), ostl raises :class:`~ostl.errors.TargetError`.
+    """
+    known = _KNOWN.get(loss_fn)
+    if known is not None:
+        known.check_target(y, target)
     try:
         e = loss_fn(y, target)
     except OSTLError:

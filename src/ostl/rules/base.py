@@ -32,7 +32,7 @@ Non-finite values: the step records, on the device, the first step at which x_t,
 the output error held NaN or Inf; with ``nonfinite="raise"`` (the default) :meth:`Runner.flush`
 and :class:`ostl.Learner`'s update raise :class:`~ostl.errors.NonFiniteError` naming the tensor
 and that step (the oracles BPTT and RTRL check each input as it comes). With ``"skip"`` the
-values are let through to the gradient, which the Learner detects before the update and skips.
+values are let through to the gradient, which the Learner detects at the update and skips.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Rule(abc.ABC):
 
 
 def check_network(net: object, rule: Rule) -> Network:
-    """A rule handles an ostl.Network of ostl.Layer / ostl.Readout modules, nothing else."""
+    """A rule handles an ostl.Network of ostl.Layer / ostl.Readout modules (with data)."""
     if not isinstance(net, Network):
         raise UnsupportedError(
             f"{rule!r} needs an ostl.Network, got {type(net).__name__}; wrap the layers with "
@@ -125,6 +125,10 @@ def check_network(net: object, rule: Rule) -> Network:
             raise UnsupportedError(f"{rule!r} cannot handle layer {i} ({type(layer).__name__})")
     if not any(p.requires_grad for p in net.parameters()):
         raise UnsupportedError("the network has no parameter with requires_grad=True")
+    if any(p.is_meta for p in net.parameters()):
+        raise DeviceError("the network's parameters are on the meta device, and meta tensors "
+                          "have no data: move the network to cpu or cuda (net.to_empty(device="
+                          "...), then load its weights)")  # fmt: skip
     return net
 
 

@@ -15,8 +15,10 @@ ignored and removed by the next save).
 containers are unpickled, never arbitrary code. It takes a checkpoint file, a checkpoint folder
 or a run folder (whose checkpoints are in ``checkpoints/``). A corrupt, truncated or foreign
 file raises :class:`~ostl.errors.CheckpointError` naming the path. Every file carries a format
-tag and a version. By default a payload holding NaN or Inf is refused
-(:class:`~ostl.errors.NonFiniteError`) so that a poisoned state never replaces a good checkpoint.
+tag and a version. By default a payload holding NaN or Inf is refused both ways: on save
+(:class:`~ostl.errors.NonFiniteError`, so that a poisoned state never replaces a good
+checkpoint) and on load (:class:`~ostl.errors.CheckpointError` naming the file and the tensors:
+a file poisoned outside ostl never starts a run).
 
 The RNG states of torch, numpy and Python's ``random`` are saved and restored with
 :func:`rng_state` / :func:`set_rng_state`.
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, NonFiniteError, OptionError
+from ..errors import CheckpointError, NonFiniteError, OptionError, nonfinite_names
 
 __all__ = [
     "CheckpointError",
@@ -126,15 +128,20 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *, require_finite: bool = True) -> dict[str, Any]:
     """The payload of a checkpoint file, or of the newest loadable one in a folder.
 
     ``path`` is a checkpoint file, a folder of checkpoints, or a run folder (its
     ``checkpoints/`` subfolder is read). In a folder, a newest file that cannot be read is
     reported with a warning and the one before it is tried.
 
+    Args:
+        path: a checkpoint file, a checkpoint folder or a run folder.
+        require_finite: refuse a payload with NaN or Inf (as an unreadable file).
+
     Raises:
-        CheckpointError: no checkpoint, or a file that is corrupt, truncated or not ours.
+        CheckpointError: no checkpoint, or a file that is corrupt, truncated, not ours, or
+            (``require_finite``) holds NaN or Inf: the file and the tensors are named.
     """
     p = Path(path)
     if p.is_dir() and not list_checkpoints(p) and (p / "checkpoints").is_dir():
@@ -146,12 +153,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         errors = []
         for f in reversed(files):
             try:
-                return _load_file(f)
+                return _load_file(f, require_finite)
             except CheckpointError as e:
                 errors.append(str(e))
                 warnings.warn(f"skipping an unreadable checkpoint: {e}", stacklevel=2)
         raise CheckpointError(f"{p}: no loadable checkpoint: {'; '.join(errors)}")
-    return _load_file(p)
+    return _load_file(p, require_finite)
 
 
 def write_atomic(path: str | Path, data: bytes | memoryview) -> Path:
@@ -171,7 +178,7 @@ def write_atomic(path: str | Path, data: bytes | memoryview) -> Path:
     return final
 
 
-def _load_file(p: Path) -> dict[str, Any]:
+def _load_file(p: Path, require_finite: bool = True) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
     try:
@@ -192,6 +199,14 @@ def _load_file(p: Path) -> dict[str, Any]:
     payload = obj.get("payload")
     if not isinstance(payload, dict):
         raise CheckpointError(f"{p}: the checkpoint has no payload")
+    if require_finite:
+        bad = nonfinite_names(_tensors("", payload))
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise CheckpointError(
+                f"{p}: the checkpoint holds NaN or Inf in {', '.join(bad[:5])}{more} "
+                "(a poisoned state: resume from an earlier checkpoint)"
+            )
     return payload
 
 

@@ -1,0 +1,233 @@
+"""The optimizer step under the non-finite guard of :class:`ostl.Learner` (``nonfinite=``).
+
+:class:`GuardedStep` steps a ``torch.optim`` optimizer so that a step which leaves a NaN or an
+Inf behind is undone:
+
+1. the parameters the step updates and their optimizer state (Adam's moments and step count,
+   SGD's momentum buffer, ...) are copied into buffers kept from one update to the next (one
+   fused ``torch._foreach_copy_`` per device and dtype);
+2. the optimizer steps;
+3. the norms of the gradients it was given and of the new weights are summed on the device
+   (one fused ``torch._foreach_norm``) and read back: the update's single host
+   synchronisation, the same one the Learner made before on the gradients alone;
+4. if that sum is not finite (and an element-by-element look confirms it: the sum of large
+   finite norms may overflow), the copies are written back: the weights and the optimizer
+   state are exactly as before the step, and :meth:`GuardedStep.step` says what was bad.
+
+The optimizer state is restored with the weights but not checked on its own (that would read
+it all at every update): a state that turns non-finite while the weights stay finite (Adam's
+second moment overflowing for a gradient above ~1e19 in float32) is not caught here.
+
+Cost per update, besides that one read-back: a copy of the stepped parameters and of their
+optimizer state (for Adam three times the parameters' bytes, held between updates), the norms
+of gradients and weights, and a walk over the optimizer's state entries (to notice new ones).
+Measured on a CPU (2 cores, 64-128-10 networks, Adam): 50 to 120 µs per update, 3 to 7% of an
+online step (on a GPU the copies and norms are a few fused kernels; not measured). The number
+of host synchronisations per update does not change. The optimizer steps even on non-finite
+gradients (its step hooks run) and that step is undone.
+
+A ``RuntimeError`` from the optimizer's step undoes the step the same way; an overflow (a
+learning rate so large that it overflows the weights' dtype: ``value cannot be converted to
+type float without overflow``) is reported as ``Bad(error=...)``, any other is re-raised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .errors import nonfinite_names, norm_total
+
+__all__ = ["GuardedStep", "Bad"]
+
+
+@dataclass
+class Bad:
+    """What made an update non-finite (its step was undone)."""
+
+    grads: list[str] = field(default_factory=list)  # parameters with a NaN/Inf gradient
+    weights: list[str] = field(default_factory=list)  # ... whose new value held NaN/Inf
+    state: list[str] = field(default_factory=list)  # optimizer state entries, "<param>.<key>",
+    # that held NaN/Inf after the step (reported; the check itself is on gradients and weights)
+    error: str | None = None  # the optimizer's step raised this (first line)
+
+    def summary(self) -> str:
+        """What was bad, in a few words."""
+        if self.error is not None:
+            return f"the optimizer step failed: {self.error}"
+        if self.grads:
+            return f"non-finite gradients of {', '.join(self.grads[:5])}"
+        return f"the optimizer step made {', '.join([*self.weights, *self.state][:5])} non-finite"
+
+    def message(
+        self,
+        where: str,
+        *,
+        cause: str | None,
+        poisoned: list[str],
+        kept: str,
+        lrs: list[float],
+        dtype: torch.dtype,
+    ) -> str:
+        """What :class:`~ostl.errors.NonFiniteError` says about this update.
+
+        Args:
+            where: ``"at step <t> (update <u>)"``.
+            cause: the first non-finite input, target or output error on record, if any.
+            poisoned: the rule's state entries that hold NaN/Inf.
+            kept: what was not updated (a sentence).
+            lrs: the optimizer's learning rates; dtype: the weights' dtype.
+        """
+        lr = ", ".join(f"{v:g}" for v in sorted(set(lrs)))
+        if self.error is not None:
+            return (
+                f"the optimizer step {where} failed: {self.error}. It was undone (the weights and "
+                f"the optimizer state are as before it). Is the learning rate (lr={lr}) too "
+                f"large for {dtype} weights?"
+            )
+        if cause is not None:
+            msg = f"{cause}: expected finite values, found NaN or Inf"
+        elif self.grads:
+            state = f"; non-finite rule state: {', '.join(poisoned[:5])}" if poisoned else ""
+            msg = f"non-finite gradient {where} of {', '.join(self.grads)}{state}"
+        else:
+            made = ", ".join([*self.weights, *self.state][:8])
+            msg = (
+                f"the optimizer step {where} made {made} non-finite (NaN or Inf) from finite "
+                f"gradients (is the learning rate lr={lr} too large?); the step was undone"
+            )
+        return (
+            f"{msg}. {kept} (the stream state was restarted if it was poisoned). "
+            "Learner(nonfinite='skip') skips such updates instead."
+        )
+
+
+class _Plan:
+    """What a step over one set of parameters copies (built once, and again when the
+    optimizer's state changes shape: its first step, a ``load_state_dict``)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor]) -> None:
+        self.signature = _signature(optimizer, params.values())
+        self.params = list(params.values())
+        #: each parameter's state entries (None: empty, created lazily by the first step)
+        self.entries: list[tuple[Tensor, dict[Any, Any] | None]] = []
+        live: list[Tensor] = list(params.values())
+        for p in self.params:
+            state = optimizer.state.get(p)
+            self.entries.append((p, dict(state) if state else None))
+            live.extend(v for v in (state or {}).values() if isinstance(v, Tensor))
+        kinds = {(p.device, p.dtype) for p in self.params}
+        self.kind = kinds.pop() if len(kinds) == 1 else None  # one fused norm if not None
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+        for t in live:
+            lv, sv = groups.setdefault((t.device, t.dtype), ([], []))
+            lv.append(t)
+            sv.append(torch.empty_like(t))
+        self.groups = list(groups.values())  # (live tensors, their copies)
+
+    def snapshot(self) -> list[tuple[Tensor, Any, Any]]:
+        """Copy the weights and the state tensors; returns the other state entries."""
+        with torch.no_grad():
+            for live, saved in self.groups:
+                torch._foreach_copy_(saved, live)
+        return [
+            (p, k, v)
+            for p, entries in self.entries
+            if entries
+            for k, v in entries.items()
+            if not isinstance(v, Tensor)
+        ]
+
+    def undo(self, optimizer: torch.optim.Optimizer, others: list[tuple[Tensor, Any, Any]]) -> None:
+        """The weights and the optimizer state as they were at :meth:`snapshot`."""
+        with torch.no_grad():
+            for live, saved in self.groups:
+                torch._foreach_copy_(live, saved)
+        for p, entries in self.entries:
+            if entries is None:
+                optimizer.state.pop(p, None)  # created by the undone step
+            else:
+                optimizer.state[p] = dict(entries)  # the same tensors, now restored
+        for p, k, v in others:
+            optimizer.state[p][k] = v
+
+    def total(self, grads: Mapping[str, Tensor]) -> Tensor | None:
+        """The summed norms of ``grads`` and of the weights, on the device (no sync)."""
+        tensors = [*grads.values(), *self.params]
+        with torch.no_grad():
+            if self.kind is not None and all(
+                (g.device, g.dtype) == self.kind for g in grads.values()
+            ):
+                return torch.stack(torch._foreach_norm(tensors)).sum()
+            return norm_total(tensors)
+
+
+def _signature(optimizer: torch.optim.Optimizer, params: Iterable[Tensor]) -> tuple[Any, ...]:
+    """What a :class:`_Plan` depends on: each parameter's state entries (tensors by identity)."""
+    sig: list[Any] = []
+    for p in params:
+        state = optimizer.state.get(p)
+        sig.append(len(state) if state else 0)
+        if state:
+            sig.extend(id(v) if isinstance(v, Tensor) else k for k, v in state.items())
+    return tuple(sig)
+
+
+class GuardedStep:
+    """Steps ``optimizer`` on given gradients and undoes a step that is not finite."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self._plans: dict[tuple[str, ...], _Plan] = {}  # by the names of the stepped params
+
+    def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor]) -> Bad | None:
+        """Write ``grads`` into ``.grad``, step, forget ``.grad``; None if the gradients and
+        the new weights are finite, else what was not (the step undone)."""
+        key = tuple(params)
+        before = self._plan(key, params)
+        others = before.snapshot()
+        for name, p in params.items():
+            p.grad = grads[name]  # forgotten right after the step, so not copied
+        try:
+            self.optimizer.step()
+        except RuntimeError as e:
+            before.undo(self.optimizer, others)
+            if "overflow" not in str(e):
+                raise
+            return Bad(error=str(e).strip().splitlines()[0])
+        finally:
+            for p in params.values():
+                p.grad = None
+        total = before.total(grads)
+        if total is None or math.isfinite(float(total)):  # the one host synchronisation
+            return None
+        bad = Bad(
+            grads=nonfinite_names(grads.items()),
+            weights=nonfinite_names((n, p.detach()) for n, p in params.items()),
+            state=nonfinite_names(self._state(params)),
+        )
+        if not (bad.grads or bad.weights):
+            return None  # finite values whose norms overflowed in the sum
+        before.undo(self.optimizer, others)
+        return bad
+
+    def _state(self, params: Mapping[str, Tensor]) -> list[tuple[str, Tensor]]:
+        """(``<param>.<key>``, tensor) of the optimizer state of ``params``."""
+        return [
+            (f"{name}.{key}", v)
+            for name, p in params.items()
+            for key, v in self.optimizer.state.get(p, {}).items()
+            if isinstance(v, Tensor)
+        ]
+
+    def _plan(self, key: tuple[str, ...], params: Mapping[str, Tensor]) -> _Plan:
+        """The plan for ``params``, rebuilt if the optimizer's state changed shape."""
+        plan = self._plans.get(key)
+        if plan is None or plan.signature != _signature(self.optimizer, params.values()):
+            plan = self._plans[key] = _Plan(self.optimizer, params)
+        return plan
