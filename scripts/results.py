@@ -216,9 +216,11 @@ the weights after every time step (`update_every=1`), BPTT once per sequence (it
 sequence); the *updates* column counts optimizer steps. *Peak memory* is the most memory the
 learner holds between two time steps (state, traces, gradients and, for BPTT, the activations
 saved for the backward pass; see `src/ostl/run/meter.py`). *Time per step* is training wall time
-divided by time steps, one CPU thread per run. Model selection, the same for every rule: the
-test metric is that of the epoch with the best validation metric (the last epoch's is in the
-last column).
+divided by time steps, one CPU thread per run, two runs at a time on a shared machine: it is
+indicative only (the machine's other load is in it); the controlled speed comparison, each
+method in its own process, interleaved, as paired ratios, is in `BENCHMARKS.md`. Model
+selection, the same for every rule: the test metric is that of the epoch with the best
+validation metric (the last epoch's is in the last column).
 
 Targets: OSTL within 2 % (relative) of BPTT's test metric, OSTTP within 5 %.
 """
