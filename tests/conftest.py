@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
+
+from ostl.numerics import denormals_flushed
 
 torch.set_num_threads(1)
 
@@ -14,9 +18,15 @@ def _seed() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _cli_keeps_ieee_denormals(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ostl`` (``ostl.run.cli.main``) flushes denormals for its whole process, which is right
-    for a command but would leak into the tests that run after an in-process ``main([...])``
-    (the threads torch starts later inherit the mode; the kernel tests check IEEE subnormals).
-    In-process calls keep IEEE arithmetic here; the subprocess tests run the real command."""
+def _ieee_denormals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts and ends with IEEE denormals. ``ostl`` (``ostl.run.cli.main``) and the
+    denormal benchmark flush denormals for their whole process, which is right for a command
+    but would leak into the tests that run after an in-process call (the threads torch starts
+    later inherit the mode; the kernel tests check IEEE subnormals): here those calls keep IEEE
+    arithmetic, and a test that flushed on purpose is undone. The subprocess tests run the
+    real commands."""
     monkeypatch.setattr("ostl.run.cli.flush_denormals_globally", lambda: False)
+    monkeypatch.setattr("ostl.numerics.flush_denormals_globally", lambda: False)
+    yield
+    if denormals_flushed():
+        torch.set_flush_denormal(False)
