@@ -55,7 +55,9 @@ def measure(rule: str, steps: int, warmup: int, repeats: int, batch: int) -> dic
     )
     pool = input_pool(spec, steps)[:, s]
     gen = torch.Generator().manual_seed(2)
-    target = torch.nn.functional.one_hot(torch.randint(0, spec.classes, (batch,), generator=gen))
+    target = torch.nn.functional.one_hot(
+        torch.randint(0, spec.classes, (batch,), generator=gen), spec.classes
+    )
     target = target.float()[s]
 
     def sequence() -> None:

@@ -19,8 +19,15 @@ rendezvous address that :func:`init` reads::
 
 The backend is gloo on CPU and NCCL when the device is CUDA (each rank on ``cuda:LOCAL_RANK``).
 Collectives time out after ``OSTL_DIST_TIMEOUT`` seconds (default 300), so a rank left waiting
-for a dead peer ends with an error instead of hanging; torchrun stops every worker as soon as
-one fails and exits non-zero.
+for a dead or stopped peer ends with an error instead of hanging: a failed collective raises
+:class:`CollectiveError` (``ostl train``: one line, exit status 1). torchrun stops every worker
+as soon as one fails and exits non-zero.
+
+:func:`launch` runs torchrun through :mod:`ostl.torchrun`: torchrun and its workers die with
+the launching process (a ``kill -9`` of ``ostl train --nproc N`` leaves no orphaned worker), a
+worker that ignores SIGTERM (stopped, hung) is killed 2 s after it, so a run ends within a few
+seconds of ``OSTL_DIST_TIMEOUT``, and a failure is reported in one line, without torchrun's
+traceback.
 
 Every rank holds identical weights and optimizer state, so a checkpoint is written by rank 0
 alone (:func:`is_main`) and read by every rank on resume. What differs between ranks is the
@@ -35,11 +42,12 @@ rank (:func:`shard_batches`).
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -55,6 +63,7 @@ __all__ = [
     "is_main",
     "launched_as_main",
     "init",
+    "die_with_launcher",
     "shutdown",
     "local_device",
     "shard_range",
@@ -68,11 +77,39 @@ __all__ = [
     "this_rank_of",
     "launch",
     "DEFAULT_TIMEOUT",
+    "CollectiveError",
 ]
 
 #: Seconds a collective waits for the other ranks before it fails (``OSTL_DIST_TIMEOUT``).
 DEFAULT_TIMEOUT = 300.0
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class CollectiveError(OSTLError, RuntimeError):
+    """A collective failed: another process died, hung or was stopped (or timed out after
+    ``OSTL_DIST_TIMEOUT`` seconds)."""
+
+
+def _collective(fn: _F) -> _F:
+    """Turn the RuntimeError of a failed collective into a one-line CollectiveError."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as e:
+            if isinstance(e, OSTLError) or not active():  # not a peer's failure
+                raise
+            lines = [s.strip() for s in str(e).strip().splitlines() if s.strip()]
+            first = lines[0] if lines else type(e).__name__
+            raise CollectiveError(
+                f"rank {rank()}: {fn.__name__} failed: another process died, hung or was "
+                f"stopped (collectives wait OSTL_DIST_TIMEOUT={_timeout().total_seconds():g} s): "
+                f"{first}"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 # -- who am I ------------------------------------------------------------------------------
@@ -128,6 +165,7 @@ def init(device: str | torch.device = "cpu") -> bool:
         return True
     if not launched():
         return False
+    die_with_launcher()
     if not dist.is_available():
         raise OSTLError("this torch build has no torch.distributed: cannot run several processes")
     cuda = torch.device(device).type == "cuda"
@@ -135,6 +173,16 @@ def init(device: str | torch.device = "cpu") -> bool:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=_timeout())
     return True
+
+
+def die_with_launcher() -> None:
+    """In a worker that :func:`launch` started: be killed when its torchrun ends (see
+    :mod:`ostl.torchrun`; a no-op in any other process). :func:`init` calls it."""
+    from .torchrun import AGENT_ENV, die_with_parent  # (not at import: python -m ostl.torchrun)
+
+    agent = os.environ.get(AGENT_ENV, "")
+    if launched() and agent.isdigit():
+        die_with_parent(int(agent))
 
 
 def shutdown() -> None:
@@ -197,6 +245,7 @@ def shard_batches(batches: Iterable[Any]) -> Iterator[Any]:
 
 
 # -- collectives ---------------------------------------------------------------------------
+@_collective
 def all_reduce_grads(
     grads: dict[str, Tensor], batch_size: int | None, pending: bool, group: Any = None
 ) -> bool:
@@ -231,6 +280,7 @@ def all_reduce_grads(
     return True
 
 
+@_collective
 def broadcast_parameters(params: Iterable[Tensor], group: Any = None) -> None:
     """Copy rank 0's values of ``params`` to every rank (one broadcast), in place."""
     ps = list(params)
@@ -245,6 +295,7 @@ def broadcast_parameters(params: Iterable[Tensor], group: Any = None) -> None:
             offset += p.numel()
 
 
+@_collective
 def all_reduce_sums(values: Sequence[float], group: Any = None) -> list[float]:
     """The sums over ranks of a few numbers (the numbers themselves in a single process)."""
     if not active():
@@ -256,6 +307,7 @@ def all_reduce_sums(values: Sequence[float], group: Any = None) -> list[float]:
     return [float(v) for v in t.cpu()]
 
 
+@_collective
 def reduce_metric(metric: Any, group: Any = None) -> None:
     """Sum a metric's accumulators over ranks, in place (a no-op in a single process).
 
@@ -272,6 +324,7 @@ def reduce_metric(metric: Any, group: Any = None) -> None:
         setattr(metric, k, type(getattr(metric, k))(v))
 
 
+@_collective
 def gather_to_main(obj: Any, group: Any = None) -> list[Any] | None:
     """Every rank's ``obj`` (picklable) as a list by rank on rank 0; None on the other ranks.
 
@@ -296,20 +349,24 @@ def this_rank_of(per_rank: Sequence[Any], what: str = "checkpoint") -> Any:
 
 # -- launching -----------------------------------------------------------------------------
 def launch(worker: Sequence[str], nproc: int, env: dict[str, str] | None = None) -> int:
-    """Run ``python -m torch.distributed.run --standalone --nproc-per-node nproc *worker``.
+    """Run torchrun (``python -m ostl.torchrun --standalone --nproc-per-node nproc *worker``).
 
     ``worker`` is what follows the launcher's options: ``["-m", "ostl", "train", ...]`` or a
     script and its arguments. Returns torchrun's exit status (non-zero if any worker failed;
-    torchrun then stops the others).
+    torchrun then stops the others). torchrun and the workers die with this process
+    (:mod:`ostl.torchrun`).
     """
+    from .torchrun import LAUNCHER_ENV
+
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc <= 0:
         raise ValueError(f"nproc must be a positive integer, got {nproc!r}")
     env = dict(os.environ if env is None else env)
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
+    env[LAUNCHER_ENV] = str(os.getpid())
     cmd = [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "ostl.torchrun",
         "--standalone",
         f"--nproc-per-node={nproc}",
         *worker,

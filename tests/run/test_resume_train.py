@@ -119,12 +119,19 @@ def test_cli_resume_errors(
     assert message in err and err.count("\n") == 1
 
 
-def test_cli_resume_of_a_folder_without_checkpoints(
+def test_cli_resume_of_a_folder_without_checkpoints_restarts_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A run stopped before its first checkpoint left only its config.json (and perhaps a
+    temporary file): --resume starts it again from step 0, saying so in one line."""
     (tmp_path / "config.json").write_text(json.dumps(TINY.to_json()))
-    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".step-000000000020.pt.tmp-999999999").write_bytes(b"half")
+    assert main(["train", "--resume", str(tmp_path), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "restarting it from step 0" in err
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 24
+    assert not list(tmp_path.glob("checkpoints/.*"))  # the temporary file went with the restart
     (tmp_path / "x").mkdir()
     assert main(["train", "--resume", str(tmp_path / "x")]) == 2
     assert "no config.json" in capsys.readouterr().err

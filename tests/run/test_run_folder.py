@@ -123,7 +123,8 @@ def test_the_run_writes_its_config_first_and_metrics_every_epoch(
         task_options={"steps": 2, "train_size": 32, "test_size": 16},
     )  # fmt: skip
     run = Run(cfg, tmp_path / "run", progress=False)
-    assert [p.name for p in (tmp_path / "run").iterdir()] == ["config.json"]  # before training
+    before = {p.name for p in (tmp_path / "run").iterdir()}  # before training
+    assert before == {"config.json", "options.json"}
     seen: list[str] = []
     real = Checkpointer.after_step
 

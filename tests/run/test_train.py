@@ -28,7 +28,9 @@ def test_train_writes_a_run_folder(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = train(TINY, out, progress=False)
     assert {p.name for p in out.iterdir()} == {
+        ".lock",  # the run folder's lock (ostl.run.lock), held while the run trained
         "config.json",
+        "options.json",  # the checkpoint and logging options, kept by --resume
         "metrics.csv",
         "summary.json",
         "learning_curves.png",

@@ -8,8 +8,11 @@ A checkpoint is one file ``step-<n>.pt`` in a folder, written by :func:`save_che
 3. all but the newest ``keep`` checkpoints are deleted.
 
 A process killed at any point leaves either the old set of files or the new one, never a
-half-written ``step-*.pt``: the previous checkpoint stays loadable (a stale temporary file is
-ignored and removed by the next save).
+half-written ``step-*.pt``: the previous checkpoint stays loadable. The temporary file a killed
+writer leaves is ignored by :func:`list_checkpoints` and :func:`load_checkpoint`, and removed by
+the next save (once its PID is no longer running) and by a resumed run
+(:func:`remove_temps`). A write that fails (a full disk) removes its temporary file and raises
+:class:`WriteError`; the previous checkpoints stay.
 
 :func:`load_checkpoint` uses ``torch.load(weights_only=True)``: only tensors and plain
 containers are unpickled, never arbitrary code. It takes a checkpoint file, a checkpoint folder
@@ -39,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, NonFiniteError, OptionError, nonfinite_names
+from ..errors import CheckpointError, NonFiniteError, OptionError, OSTLError, nonfinite_names
 
 __all__ = [
     "CheckpointError",
@@ -49,6 +52,8 @@ __all__ = [
     "load_checkpoint",
     "write_atomic",
     "list_checkpoints",
+    "remove_temps",
+    "WriteError",
     "rng_state",
     "set_rng_state",
 ]
@@ -60,6 +65,20 @@ _NAME = re.compile(r"^step-(\d+)\.pt$")
 #: Test hook: called with the temporary file's path halfway through writing it (the kill -9
 #: test pauses there). None in normal use.
 MID_WRITE_HOOK: Callable[[Path], None] | None = None
+_TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
+class WriteError(OSTLError, OSError):
+    """A file of a run could not be written (a full disk, an I/O error): a failure of the
+    machine, not of the input. Its temporary file is removed; the file it would replace, and
+    the other checkpoints, stay as they were. ``errno`` is the cause's."""
+
+    def __init__(self, message: str, cause: OSError | None = None) -> None:
+        super().__init__(message)
+        self.errno = cause.errno if cause is not None else None
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
@@ -90,6 +109,10 @@ def save_checkpoint(
 
     Returns:
         The path written.
+
+    Raises:
+        WriteError: the file could not be written (a full disk...): nothing of it is left,
+            the previous checkpoints are kept.
     """
     if not isinstance(keep, int) or keep < 1:
         raise OptionError(f"keep must be a positive int, got {keep!r}")
@@ -108,23 +131,10 @@ def save_checkpoint(
     torch.save({"format": FORMAT, "version": VERSION, "step": step, "payload": payload}, buf)
     data = buf.getbuffer()
     final = d / f"step-{step:012d}.pt"
-    tmp = d / f".{final.name}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        half = len(data) // 2
-        f.write(data[:half])
-        if MID_WRITE_HOOK is not None:
-            f.flush()
-            MID_WRITE_HOOK(tmp)
-        f.write(data[half:])
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(d)
+    _replace(final, data, "the checkpoint ", " (the previous checkpoints are kept)", MID_WRITE_HOOK)
     for old in list_checkpoints(d)[:-keep]:
         old.unlink(missing_ok=True)
-    for stale in d.glob(".step-*.pt.tmp-*"):  # left by a killed writer
-        if stale != tmp:
-            stale.unlink(missing_ok=True)
+    remove_temps(d)  # left by a killed writer
     return final
 
 
@@ -165,17 +175,72 @@ def write_atomic(path: str | Path, data: bytes | memoryview) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed and
     fsync-ed, then renamed over ``path`` (a reader sees the old file or the new one, whole)."""
     final = Path(path)
+    _replace(final, data)
+    return final
+
+
+def _replace(
+    final: Path,
+    data: bytes | memoryview,
+    what: str = "",
+    kept: str = "",
+    hook: Callable[[Path], None] | None = None,
+) -> None:
+    """Write ``data`` to a temporary file next to ``final``, fsync it, rename it over
+    ``final`` and fsync the folder. On failure (a full disk...) the temporary file is removed
+    and :class:`WriteError` says ``cannot write <what><final>: <reason><kept>``. ``hook``: called
+    halfway through the write (:data:`MID_WRITE_HOOK`)."""
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            half = len(data) // 2 if hook is not None else len(data)
+            f.write(data[:half])
+            if hook is not None:
+                f.flush()
+                hook(tmp)
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except OSError as e:
+        raise WriteError(f"cannot write {what}{final}: {e.strerror or e}{kept}", e) from None
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(final.parent)
-    return final
+
+
+def remove_temps(directory: str | Path, *, only_dead: bool = True) -> list[Path]:
+    """Remove the temporary files (``.<name>.tmp-<pid>``) that killed writers left in
+    ``directory``; returns them.
+
+    ``only_dead``: only those whose PID is not a running process (on POSIX; elsewhere none):
+    a writer that is still running keeps its file. False: every one but this process's, as
+    the holder of the run folder's lock may (:mod:`.lock`: no other process writes there).
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        m = _TEMP.match(p.name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        if not only_dead or _dead(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _dead(pid: int) -> bool:
+    if os.name != "posix":
+        return False  # no safe probe (os.kill(pid, 0) would signal it on Windows)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process
+        return False
+    return False
 
 
 def _load_file(p: Path, require_finite: bool = True) -> dict[str, Any]:

@@ -8,24 +8,29 @@ A new run's folder (``--out``, default ``runs/<task>-<rule>-<time>``, a new fold
 is created and checked before training starts: an unwritable one, or one that already holds a
 run (its config.json, a model or checkpoints), is refused unless ``--overwrite`` is given.
 SIGINT (Ctrl-C) or SIGTERM while training writes a checkpoint and the current weights, prints
-the ``--resume`` command, and exits with status 130 (SIGINT) or 143 (SIGTERM).
+the ``--resume`` command, and exits with status 130 (SIGINT) or 143 (SIGTERM). ``train`` holds
+the run folder's lock (:mod:`.lock`) from before it checks the folder until the run ends; a
+second command on the same folder is refused (exit status 2, naming the PID holding it).
 
 The options of ``train`` and ``compare`` that set the run's configuration are generated from
 the fields of :class:`~ostl.run.config.TrainConfig` (:mod:`.options`): one option per field,
 with its help and default.
 
-Bad input (unknown names, bad sizes, a missing optional dependency) prints one line
-``ostl: error: ...`` on stderr and exits with status 2, without a traceback.
+Bad input (unknown names, bad sizes, a missing optional dependency, a busy run folder) prints
+one line ``ostl: error: ...`` on stderr and exits with status 2, without a traceback; so does a
+failure of the machine (a full disk, a worker process that died, hung or timed out), with exit
+status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
@@ -33,10 +38,14 @@ from pathlib import Path
 import torch
 
 from ..cells import CELLS
+from ..distributed import CollectiveError
 from ..errors import OSTLError
 from ..numerics import flush_denormals_globally
 from ..rules import RULES, TraceRule
-from .config import RunResult, TrainConfig
+from .checkpoint import WriteError
+from .config import TrainConfig
+from .display import report
+from .lock import HELD_ENV, folder_lock
 from .options import flag, given, names
 from .parser import build_parser
 from .signals import Interrupted
@@ -169,7 +178,10 @@ def _launch_train(args: argparse.Namespace, cfg: TrainConfig, out: Path | None) 
     worker = ["-m", "ostl", *_without_nproc(args.argv)]
     if out is not None:
         worker += ["--out", str(out)]
-    status = dist.launch(worker, args.nproc)
+    # this process holds the run folder's lock for its workers (they die with it)
+    status = dist.launch(worker, args.nproc, env={**os.environ, HELD_ENV: str(os.getpid())})
+    if status < 0:  # torchrun itself was killed: its workers die with it (ostl.torchrun)
+        raise WorkerError(f"torchrun was killed by signal {-status}; its workers ended with it")
     if status != 0:
         raise WorkerError(
             f"a worker process failed (torchrun exit status {status}); every worker was "
@@ -180,39 +192,48 @@ def _launch_train(args: argparse.Namespace, cfg: TrainConfig, out: Path | None) 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed as dist
-    from .train import resume, train
+    from .train import restarts, resume, train
 
-    ckpt = {
-        "checkpoint_every": args.checkpoint_every,
-        "keep": args.keep,
-        "stop_after_steps": args.stop_after_steps,
-        "log_every": args.log_every,
-        "tensorboard": args.tensorboard,
-    }
+    # the run options given (a new run takes the defaults of the others, --resume the run's)
+    keys = ("checkpoint_every", "keep", "stop_after_steps", "log_every", "tensorboard")
+    options = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     nproc = args.nproc is not None and args.nproc > 1
     new: Path | None = None  # the folder of a new run (a resumed run's is left alone)
-    if args.resume:
-        out, created = _resume_dir(args), False
-        cfg = _saved_config(out)
-        run = partial(resume, out, progress=not args.no_progress, **ckpt)
-    else:
-        cfg = _config(args)
-        new, created = out, _ = _new_run_dir(args, cfg)
-        run = partial(train, cfg, out, progress=not args.no_progress, **ckpt)
-    if not dist.launched_as_main():  # rank > 0 of torchrun: rank 0 owns the run folder
-        new = None
-    with _discarded_on_failure(new, created):
-        if nproc:
-            return _launch_train(args, cfg, new)
-        dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
-        try:
-            result = run()
-            reports = dist.is_main()
-        finally:
-            dist.shutdown()
+    with ExitStack() as locked:  # the run folder's lock, until the run ends
+        if args.resume:
+            out, created = _resume_dir(args), False
+            locked.enter_context(folder_lock(out))
+            cfg = _saved_config(out)
+            if restarts(out) and _speaks():
+                msg = "holds no checkpoint (the run was stopped before its first): restarting it"
+                print(f"ostl train: {out} {msg} from step 0 with its config.json", file=sys.stderr)
+            run = partial(resume, out, progress=not args.no_progress, **options)
+        else:
+            cfg = _config(args)
+            new, created = out, _ = _new_run_dir(args, cfg, locked)
+            run = partial(train, cfg, out, progress=not args.no_progress, **options)
+        if not dist.launched_as_main():  # rank > 0 of torchrun: rank 0 owns the run folder
+            new = None
+        with _discarded_on_failure(new, created):
+            if nproc:
+                return _launch_train(args, cfg, new)
+            dist.init(cfg.device)  # under torchrun: join the process group (no-op otherwise)
+            try:
+                result = run()
+                reports = dist.is_main()
+            finally:
+                dist.shutdown()
     if reports:  # one report, from rank 0
-        _report(result, out)
+        report(result, out)
     return 0
+
+
+def _speaks() -> bool:
+    """Whether this process prints the notes of a run: one process of a torchrun group (the
+    ``--nproc`` launcher, or rank 0 when torchrun was started directly)."""
+    from .. import distributed as dist
+
+    return not dist.launched() or (dist.launched_as_main() and not os.environ.get(HELD_ENV))
 
 
 @contextmanager
@@ -231,11 +252,14 @@ def _discarded_on_failure(out: Path | None, created: bool) -> Iterator[None]:
         raise
 
 
-def _claim_out(args: argparse.Namespace, *default: str, compare: bool = False) -> tuple[Path, bool]:
+def _claim_out(
+    args: argparse.Namespace, *default: str, locked: ExitStack, compare: bool = False
+) -> tuple[Path, bool]:
     """The checked and created ``--out`` of a new run or comparison (default: a new folder
-    ``runs/<default>-<time>``), and whether this command created it."""
+    ``runs/<default>-<time>``), and whether this command created it. Its lock is taken first
+    (and held until ``locked`` closes): a folder that another process writes is left alone."""
     from ..distributed import launched_as_main
-    from .outputs import prepare_folder
+    from .outputs import discard_unused, prepare_folder
 
     if args.out:
         out, created = Path(args.out), not Path(args.out).exists()
@@ -243,43 +267,27 @@ def _claim_out(args: argparse.Namespace, *default: str, compare: bool = False) -
         out, created = _default_out(*default), True
     if not launched_as_main():  # a torchrun worker of rank > 0: rank 0 owns the folder
         return out, False
+    try:
+        locked.enter_context(folder_lock(out))
+    except OSTLError:
+        if created:
+            discard_unused(out, created)
+        raise
     with _discarded_on_failure(out, created):
         prepare_folder(out, overwrite=args.overwrite, compare=compare)
     return out, created
 
 
-def _new_run_dir(args: argparse.Namespace, cfg: TrainConfig) -> tuple[Path, bool]:
+def _new_run_dir(
+    args: argparse.Namespace, cfg: TrainConfig, locked: ExitStack
+) -> tuple[Path, bool]:
     """The run folder of a new run (``--out`` or a fresh name), checked with its rule, created
     before any training; and whether this command created it."""
     if cfg.rule not in RULES:
         raise CLIError(f"unknown rule {cfg.rule!r}: expected one of {', '.join(RULES)}")
     if cfg.compile and not issubclass(RULES[cfg.rule], TraceRule):
         raise CLIError(f"--compile applies to the online trace rules, not to {cfg.rule}")
-    return _claim_out(args, cfg.task, cfg.rule)
-
-
-def _report(result: RunResult, out: Path) -> None:
-    """What ``ostl train`` prints at the end: the table, or where a stopped run continues."""
-    from .compare import format_table
-
-    if result.stopped_at_step is not None:
-        print(
-            f"stopped after step {result.stopped_at_step}; checkpoint in {out / 'checkpoints'}; "
-            f"continue with: ostl train --resume {out}"
-        )
-        return
-    print(format_table([result]))
-    if result.skipped_updates:
-        print(f"skipped {result.skipped_updates} update(s) with NaN/Inf (--nonfinite skip)")
-    if result.hardware is not None:
-        hw = result.hardware
-        drift = ", ".join(f"{k} {v:.4f}" for k, v in hw["drift"].items())
-        print(
-            f"PCM ({hw['update']}): {hw['program_events']} programming events "
-            f"({hw['events_per_weight']:.1f} per weight); test {hw['test_programmed']:.4f} "
-            f"after programming; after drift: {drift}"
-        )
-    print(f"run folder: {out}")
+    return _claim_out(args, cfg.task, cfg.rule, locked=locked)
 
 
 def _resume_dir(args: argparse.Namespace) -> Path:
@@ -319,9 +327,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 f"{', '.join(RULES)}"
             )
     cfg = _config(args, quick=args.quick)
-    out, created = _claim_out(args, "compare", cfg.task, compare=True)
-    with _discarded_on_failure(out, created):
-        results = compare(cfg, rules, out, progress=not args.no_progress)
+    with ExitStack() as locked:
+        out, created = _claim_out(args, "compare", cfg.task, locked=locked, compare=True)
+        with _discarded_on_failure(out, created):
+            results = compare(cfg, rules, out, progress=not args.no_progress)
     r0 = results[0].config
     print(
         f"\n{r0.task}: {r0.cell} {list(r0.hidden or ())}, {r0.epochs} epochs, batch "
@@ -369,12 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return int(COMMANDS[args.command](args))
+    except (WorkerError, CollectiveError, WriteError) as e:  # the machine failed, not the input
+        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except (CLIError, OSTLError, MissingDependencyError, ValueError, OSError) as e:
         print(f"ostl {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except WorkerError as e:
-        print(f"ostl {args.command}: error: {e}", file=sys.stderr)
-        return 1
     except Interrupted as e:  # SIGINT/SIGTERM while training: saved, resumable
         print(f"ostl {args.command}: {e.report()}", file=sys.stderr)
         return e.status

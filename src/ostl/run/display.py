@@ -13,6 +13,7 @@
   nothing while training; the command still prints its final table.
 
 :class:`Display` shows one run in one of these modes; :class:`~.run.Run` drives it.
+:func:`report` is what ``ostl train`` prints when the run ends.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
 from ..tasks.data import is_terminal
+from .config import RunResult
 
-__all__ = ["display_mode", "Display", "LINE_INTERVAL", "LINE_FRACTION"]
+__all__ = ["display_mode", "Display", "report", "LINE_INTERVAL", "LINE_FRACTION"]
 
 #: "lines" mode: the fewest seconds between two lines within an epoch.
 LINE_INTERVAL = 30.0
@@ -147,3 +150,27 @@ class _EpochLines:
             f"({self.done}/{self.total} batches), loss {loss:.4f}, {d.metric} {value:.4f} "
             f"({now - self.t0:.0f} s)"
         )
+
+
+def report(result: RunResult, out: Path) -> None:
+    """What ``ostl train`` prints at the end: the table, or where a stopped run continues."""
+    from .compare import format_table
+
+    if result.stopped_at_step is not None:
+        print(
+            f"stopped after step {result.stopped_at_step}; checkpoint in {out / 'checkpoints'}; "
+            f"continue with: ostl train --resume {out}"
+        )
+        return
+    print(format_table([result]))
+    if result.skipped_updates:
+        print(f"skipped {result.skipped_updates} update(s) with NaN/Inf (--nonfinite skip)")
+    if result.hardware is not None:
+        hw = result.hardware
+        drift = ", ".join(f"{k} {v:.4f}" for k, v in hw["drift"].items())
+        print(
+            f"PCM ({hw['update']}): {hw['program_events']} programming events "
+            f"({hw['events_per_weight']:.1f} per weight); test {hw['test_programmed']:.4f} "
+            f"after programming; after drift: {drift}"
+        )
+    print(f"run folder: {out}")

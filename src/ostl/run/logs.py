@@ -22,8 +22,9 @@ written as TensorBoard events into ``tb/`` (``tensorboard --logdir RUN_FOLDER``)
 at its global step. A resumed run hides the events after its checkpoint's step
 (``SummaryWriter``'s ``purge_step``).
 
-Only rank 0 writes; the options are run options, not part of the run's configuration (like the
-checkpoint options, ``ostl train --resume`` takes them again).
+Only rank 0 writes; the options are run options, not part of the run's configuration: like the
+checkpoint options, they are saved in the run folder and ``ostl train --resume`` keeps them
+unless given again (:class:`~.resume.RunOptions`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """The files of a run folder: every file a training run writes goes through this module.
 
 ``config.json`` (written at the start, so ``ostl train --resume`` can rebuild the run),
+``options.json`` (the run options in effect: checkpoint and logging, which ``--resume`` keeps
+unless given again; see :func:`read_options`),
 ``metrics.csv`` (rewritten whole from the history after every epoch: a resumed run rewrites it
 consistently), the trained network (``model.safetensors``, ``model-last.safetensors``; see
 :mod:`.model`), ``summary.json``, ``learning_curves.png`` and, for spiking networks,
@@ -10,7 +12,8 @@ scalars (``scalars.csv``, TensorBoard events in ``tb/``) by :class:`ostl.run.log
 :func:`prepare_folder` checks a folder before a command writes a new run or comparison into it:
 it must be writable, and a folder that already holds a run (a ``config.json``, a model or
 checkpoints) or a comparison is refused unless it may be overwritten (then the run's files are
-removed, and only those).
+removed, and only those). The folder's ``.lock`` (:mod:`.lock`) is never removed: another
+process may be waiting on it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,13 +36,19 @@ from ..layer import Layer, Network
 from ..tasks import Task
 from ..tasks.base import SPIKING_CELLS
 from . import plots
+from .checkpoint import WriteError, remove_temps, write_atomic
 from .config import RunResult, TrainConfig
+from .lock import LOCK
 from .logs import SCALARS, TENSORBOARD
 from .model import MODEL, MODEL_LAST, save_model
 
 __all__ = [
     "RunFolder",
     "write_config",
+    "write_options",
+    "read_options",
+    "restart",
+    "OPTIONS",
     "write_metrics",
     "write_run",
     "raster",
@@ -50,10 +60,15 @@ __all__ = [
     "discard_unused",
 ]
 
+#: The run options of a run folder (checkpoint and logging options, :func:`write_options`).
+OPTIONS = "options.json"
+#: The run options saved with a run (``stop_after_steps`` is one command's, not the run's).
+SAVED_OPTIONS = ("checkpoint_every", "keep", "log_every", "tensorboard")
 #: What a training run writes into its folder (besides the ``checkpoints/`` and ``tb/``
 #: subfolders).
 RUN_FILES = (
     "config.json",
+    OPTIONS,
     "metrics.csv",
     SCALARS,
     "summary.json",
@@ -93,6 +108,17 @@ class RunFolder:
         if self.path is not None:
             write_config(self.path, cfg)
 
+    def options(self, options: dict[str, Any]) -> None:
+        if self.path is not None:
+            write_options(self.path, options)
+
+    def remove_temps(self) -> None:
+        """Remove the temporary files of writers killed mid-write (in the folder and its
+        checkpoints): only the holder of the folder's lock may (:mod:`.lock`)."""
+        if self.path is not None:
+            for d in (self.path, self.path / "checkpoints"):
+                remove_temps(d, only_dead=False)
+
     def metrics(self, history: list[dict[str, float]]) -> None:
         if self.path is not None:
             write_metrics(self.path, history)
@@ -124,17 +150,46 @@ def write_config(out: Path, cfg: TrainConfig) -> None:
     (out / "config.json").write_text(json.dumps(cfg.to_json(), indent=2) + "\n")
 
 
+def write_options(out: Path, options: dict[str, Any]) -> None:
+    """``options.json``: the run options of :data:`SAVED_OPTIONS` in ``options``."""
+    saved = {k: options[k] for k in SAVED_OPTIONS if k in options}
+    write_atomic(out / OPTIONS, (json.dumps(saved, indent=2) + "\n").encode())
+
+
+def read_options(out: Path) -> dict[str, Any]:
+    """The run options saved in ``out`` ({} if none: a folder of an older ostl).
+
+    Raises:
+        OptionError: the file is unreadable or not a JSON object.
+    """
+    path = out / OPTIONS
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise OptionError(f"cannot read the run options {path}: {e}") from None
+    if not isinstance(saved, dict):
+        raise OptionError(f"{path}: expected a JSON object of run options")
+    return {k: saved[k] for k in SAVED_OPTIONS if k in saved}
+
+
 def write_metrics(out: Path, history: list[dict[str, float]]) -> None:
     """metrics.csv rewritten whole from the history (so a resumed run stays consistent)."""
     if not history:
         return
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "metrics.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-    tmp.replace(out / "metrics.csv")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+        tmp.replace(out / "metrics.csv")
+    except OSError as e:
+        raise WriteError(f"cannot write {out / 'metrics.csv'}: {e.strerror or e}", e) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_run(out: Path, result: RunResult, net: Network, task: Task) -> None:
@@ -182,12 +237,19 @@ def _compare_marks(path: Path) -> list[str]:
     return found
 
 
-def _clear_run(path: Path) -> None:
-    """Remove a run's files (and only those) from ``path``."""
+def _clear_run(path: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove a run's files (and only those, less ``keep``) from ``path``."""
     for name in RUN_FILES:
-        (path / name).unlink(missing_ok=True)
+        if name not in keep:
+            (path / name).unlink(missing_ok=True)
     shutil.rmtree(path / "checkpoints", ignore_errors=True)
     shutil.rmtree(path / TENSORBOARD, ignore_errors=True)
+
+
+def restart(path: Path) -> None:
+    """Before a run that never wrote a checkpoint starts again from step 0: remove what it
+    wrote (metrics, scalars, models, temporary files) but its config.json and options.json."""
+    _clear_run(path, keep=("config.json", OPTIONS))
 
 
 def prepare_folder(path: Path, *, overwrite: bool = False, compare: bool = False) -> None:
@@ -221,15 +283,19 @@ def prepare_folder(path: Path, *, overwrite: bool = False, compare: bool = False
 
 
 def discard_unused(path: Path, created: bool) -> None:
-    """After a command failed before its run produced anything: remove the config.json it
-    wrote when the folder holds nothing else, and the folder if the command created it and it
-    is empty."""
+    """After a command failed before its run produced anything: remove the config.json and
+    options.json it wrote when the folder holds nothing else, and the folder if the command
+    created it and it is empty (but for its lock file)."""
     if not path.is_dir():
         return
-    names = {p.name for p in path.iterdir()}
-    if names == {"config.json"}:
-        (path / "config.json").unlink(missing_ok=True)
+    locks = {LOCK, f"{LOCK}.pid"}
+    names = {p.name for p in path.iterdir()} - locks
+    if names and names <= {"config.json", OPTIONS}:
+        for name in names:
+            (path / name).unlink(missing_ok=True)
         names = set()
     if created and not names:
         with contextlib.suppress(OSError):
+            for name in locks:
+                (path / name).unlink(missing_ok=True)
             path.rmdir()

@@ -105,8 +105,10 @@ def _add_evaluate(sub: Any) -> None:
 
 
 def _add_run_options(t: argparse.ArgumentParser) -> None:
-    """The options of ``train`` that are not the run's configuration (:class:`RunOptions`):
-    given again with ``--resume``."""
+    """The options of ``train`` that are not the run's configuration (:class:`RunOptions`).
+
+    Their parsed default is None (not given): a new run takes :class:`RunOptions`' defaults
+    (shown in the help), ``--resume`` the run's own, saved in its folder (``options.json``)."""
     t.add_argument(
         "--checkpoint-every",
         type=positive,
@@ -115,8 +117,7 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
         "(default: none)",
     )
     t.add_argument(
-        "--keep", type=positive, default=RunOptions.keep, help="checkpoints to keep (default: "
-        "%(default)s)",
+        "--keep", type=positive, help=f"checkpoints to keep (default: {RunOptions.keep})",
     )  # fmt: skip
     t.add_argument(
         "--stop-after-steps",
@@ -128,14 +129,13 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--log-every",
         type=non_negative,
-        default=LOG_EVERY,
         metavar="N",
         help="append the training scalars (step, epoch, mean loss of the last N steps, learning "
-        "rate, seconds) to OUT/scalars.csv every N time steps; 0: none (default: %(default)s)",
+        f"rate, seconds) to OUT/scalars.csv every N time steps; 0: none (default: {LOG_EVERY})",
     )
     t.add_argument(
         "--tensorboard",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="also write the scalars, and every epoch's train loss and metrics, as TensorBoard "
         "events in OUT/tb (needs the tensorboard package: pip install 'ostl[tensorboard]') "
         "(default: off)",
@@ -156,8 +156,9 @@ def _add_train(sub: Any) -> None:
     t.add_argument(
         "--resume",
         metavar="DIR",
-        help="continue the run in DIR from its newest checkpoint and DIR/config.json (the "
-        "checkpoint, scalar and TensorBoard options are given again)",
+        help="continue the run in DIR from its newest checkpoint and DIR/config.json, with its "
+        "checkpoint, scalar and TensorBoard options unless given again (a run that wrote no "
+        "checkpoint yet restarts from step 0)",
     )
     _add_run_options(t)
 

@@ -29,7 +29,7 @@ from ..errors import CheckpointError, OptionError
 from ..learner import Learner
 from ..tasks import Task
 from ..tasks.data import Batch, as_list
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .logs import LOG_EVERY, check_log_options
 from .meter import MemoryMeter, StepTimer
 
@@ -43,6 +43,7 @@ __all__ = [
     "check_run_options",
     "this_rank",
     "check_same_config",
+    "has_checkpoint",
 ]
 
 
@@ -101,12 +102,12 @@ class Epoch:
                     with self.meter.step():
                         self.ys.append(learner.step(xs[t], targets[t]))
                     self.t = t + 1
+                    self.timer.steps += 1  # now: a checkpoint mid-batch counts this step
                     after_step()
                 loss_sum, loss_n = learner.runner.take_losses()  # the stream keeps running
                 self.loss_sum, self.loss_n = self.loss_sum + loss_sum, self.loss_n + loss_n
                 learner.end_sequence()
                 self.meter.graph_freed()
-            self.timer.steps += len(xs) - t0
             self.metric.update(torch.stack(self.ys), batch)
             self.batch, self.t, self.ys = b + 1, 0, []
             on_batch(self.loss_sum / max(self.loss_n, 1), self.metric.value())
@@ -159,7 +160,10 @@ class Checkpointer:
         self.writable = out is not None  # an interrupted run writes one without the options
 
     def load(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The newest checkpoint, this rank's part at the top level; it must be of ``config``."""
+        """The newest checkpoint, this rank's part at the top level; it must be of ``config``.
+
+        Temporary files that killed writers left next to the checkpoints are ignored (and
+        removed by the run folder, :meth:`~.outputs.RunFolder.remove_temps`)."""
         if not self.directory.is_dir():
             raise CheckpointError(
                 f"{self.directory.parent}: no checkpoint to resume "
@@ -192,6 +196,12 @@ class Checkpointer:
         if payload is None or not (self.active or (force and self.writable)):
             return None
         return save_checkpoint(self.directory, payload, step=step, keep=self.keep)
+
+
+def has_checkpoint(out: str | Path) -> bool:
+    """Whether the run folder ``out`` holds a completed checkpoint (temporary files of a
+    write that never finished do not count): if not, ``--resume`` restarts the run."""
+    return bool(list_checkpoints(Path(out) / "checkpoints"))
 
 
 def this_rank(saved: dict[str, Any], where: Path) -> dict[str, Any]:
@@ -241,7 +251,13 @@ class Progress:
 @dataclass
 class RunOptions:
     """The options of a run that are not its configuration (see :func:`ostl.run.train.train`):
-    checkpoints, and the training scalars it logs (:mod:`.logs`)."""
+    checkpoints, and the training scalars it logs (:mod:`.logs`).
+
+    The run folder keeps ``checkpoint_every``, ``keep``, ``log_every`` and ``tensorboard``
+    (``options.json``, :func:`~.outputs.write_options`): :func:`ostl.run.train.resume` and
+    ``ostl train --resume`` continue with them unless given again. ``stop_after_steps`` and
+    ``resume`` belong to one command only.
+    """
 
     checkpoint_every: int | None = None
     keep: int = 3

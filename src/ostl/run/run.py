@@ -6,8 +6,9 @@
 - :class:`Hardware`: the PCM crossbars of a ``hardware="pcm"`` run (a no-op for digital runs);
 - :class:`~.resume.Checkpointer`: resume, periodic checkpoints, stop after N steps;
 - :class:`~.evaluate.ModelSelection`: the weights of the best validation epoch;
-- :class:`~.outputs.RunFolder`: the run folder (written by rank 0 only): created, and its
-  ``config.json`` written, before training starts; ``metrics.csv`` and the models
+- :class:`~.outputs.RunFolder`: the run folder (written by rank 0 only): created, its
+  ``config.json`` and ``options.json`` written and temporary files of killed writers removed,
+  before training starts; ``metrics.csv`` and the models
   (:mod:`.model`) written after every epoch;
 - :class:`~.resume.Epoch`: one resumable training epoch;
 - :class:`~.display.Display`: what the run shows while it trains (bars on a terminal, a few
@@ -165,6 +166,7 @@ class Run:
         device = place(cfg, parallel)
         self.folder = RunFolder(self.out, writes=parallel.is_main)
         self.folder.create()  # now: an unwritable folder fails before anything else
+        self.folder.remove_temps()  # of a writer killed mid-write (this process holds the lock)
         self.task = task = task or get_task(cfg.task, **cfg.task_options)
         self.cfg = cfg = cfg.resolve(task)
         assert cfg.epochs is not None and cfg.batch_size is not None and cfg.lr is not None
@@ -189,6 +191,7 @@ class Run:
             self._restore(self.checkpoints.load(cfg.to_json()))
         else:
             self.folder.config(cfg)  # now, so that --resume can rebuild the run after a crash
+        self.folder.options(vars(options))  # the options --resume continues with
         self.t0 = time.perf_counter() - self.progress.elapsed
 
     def _learner(self, lr: float) -> Learner:
@@ -225,7 +228,7 @@ class Run:
             "learner": self.learner.state_dict(),
             "epoch": self.epoch.state_dict(),
             "meter_peak": self.meter.peak,
-            "timer": [self.timer.steps, self.timer.seconds],
+            "timer": [self.timer.steps, self.timer.total()],  # the steps of this batch too
             "scalars": self.scalars.state_dict(),
             "rng": rng_state(),
         }

@@ -23,7 +23,10 @@ as TensorBoard events in ``tb/`` (:mod:`.logs`).
 
 SIGINT or SIGTERM while training (:mod:`.signals`): the run finishes its time step, writes a
 checkpoint and the current weights to its folder, and raises :class:`~.signals.Interrupted` (a
-``KeyboardInterrupt``); ``resume(out)`` continues it.
+``KeyboardInterrupt``); ``resume(out)`` continues it, with the run's checkpoint and logging
+options unless given again, and restarts from step 0 a run killed before its first checkpoint.
+One process at a time writes a run folder: :func:`train` and :func:`resume` hold its lock
+(:mod:`.lock`; :class:`~.lock.FolderBusyError` if another process holds it).
 
 Several processes (``torchrun ... -m ostl train`` or ``ostl train --nproc N``; see
 :mod:`ostl.distributed`): ``batch_size`` is the global batch; every rank learns on its slice of
@@ -44,12 +47,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..distributed import launched_as_main
 from ..errors import CheckpointError
 from ..tasks import Task
 from .config import SCHEDULES, RunResult, TrainConfig
 from .evaluate import evaluate
+from .lock import folder_lock
 from .logs import LOG_EVERY
-from .resume import RunOptions
+from .outputs import read_options, restart
+from .resume import RunOptions, has_checkpoint
 from .run import Run, update_every
 
 __all__ = [
@@ -58,6 +64,7 @@ __all__ = [
     "Run",
     "train",
     "resume",
+    "restarts",
     "evaluate",
     "update_every",
     "SCHEDULES",
@@ -89,7 +96,8 @@ def train(
         checkpoint_every: write a checkpoint to ``out/checkpoints`` every this many time steps
             (and at the end of every epoch); None: no periodic checkpoints.
         keep: how many checkpoints to keep.
-        resume: continue from the newest checkpoint in ``out/checkpoints`` (same config).
+        resume: continue from the newest checkpoint in ``out/checkpoints`` (same config),
+            with the options given here (:func:`resume` keeps the run's own).
         stop_after_steps: write a checkpoint and stop after this many time steps in total
             (``result.stopped_at_step`` is set; resume later with ``resume=True``).
         log_every: append a row of training scalars to ``out/scalars.csv`` every this many
@@ -101,18 +109,34 @@ def train(
         The run's history, test metric, peak held memory and time per step.
     """
     options = RunOptions(checkpoint_every, keep, resume, stop_after_steps, log_every, tensorboard)
-    return Run(cfg, out, task=task, options=options, progress=progress).execute()
+    with folder_lock(out):  # one writer per run folder (FolderBusyError otherwise)
+        return Run(cfg, out, task=task, options=options, progress=progress).execute()
 
 
 def resume(out: str | Path, *, progress: bool = True, **options: Any) -> RunResult:
     """Continue the run in folder ``out`` from its newest checkpoint (its config.json).
 
     ``options`` are :func:`train`'s (``checkpoint_every``, ``keep``, ``stop_after_steps``,
-    ``log_every``, ``tensorboard``).
+    ``log_every``, ``tensorboard``); those not given (or None) are the run's own, saved in its
+    folder (``options.json``). A run that never wrote a checkpoint (stopped or killed before
+    its first) starts again from step 0 (:func:`restarts`).
     """
     path = Path(out) / "config.json"
     try:
         cfg = TrainConfig.from_json(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot read the run's config to resume it: {e}") from None
-    return train(cfg, out, progress=progress, resume=True, **options)
+    with folder_lock(out):
+        given = {k: v for k, v in options.items() if v is not None}
+        kept = {**read_options(Path(out)), **given}
+        if restarts(out):
+            if launched_as_main():  # rank 0 writes the folder
+                restart(Path(out))
+            return train(cfg, out, progress=progress, **kept)
+        return train(cfg, out, progress=progress, resume=True, **kept)
+
+
+def restarts(out: str | Path) -> bool:
+    """Whether :func:`resume` of the run folder ``out`` starts it again from step 0: it holds
+    a config.json but no completed checkpoint (the run was stopped before its first)."""
+    return (Path(out) / "config.json").is_file() and not has_checkpoint(out)
