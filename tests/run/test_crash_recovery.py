@@ -31,6 +31,8 @@ from ostl.run.cli import main
 from ostl.run.model import load
 from ostl.run.train import TrainConfig, resume, train
 
+from .tiny import tiny
+
 OPTS = [
     "--task", "digits", "--hidden", "8", "--batch-size", "16", "--epochs", "2",
     "--task-opt", "steps=4", "--task-opt", "train_size=48", "--task-opt", "test_size=16",
@@ -219,13 +221,7 @@ def test_resume_keeps_the_run_options_unless_given_again(
     assert "Traceback" not in capsys.readouterr().err
 
 
-TINY = TrainConfig(
-    task="digits",
-    hidden=(8,),
-    epochs=2,
-    batch_size=16,
-    task_options={"steps": 4, "train_size": 48, "test_size": 16},
-)
+TINY = tiny()
 
 
 @pytest.mark.parametrize("rule", ["ostl", "bptt"])

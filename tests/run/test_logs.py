@@ -13,16 +13,11 @@ from ostl.errors import OptionError
 from ostl.run.cli import main
 from ostl.run.logs import COLUMNS, _keep_rows_until
 from ostl.run.resume import Checkpointer
-from ostl.run.train import TrainConfig, resume, train
+from ostl.run.train import resume, train
 
-TINY = TrainConfig(
-    task="digits",
-    rule="ostl",
-    hidden=(8,),
-    epochs=2,
-    batch_size=16,
-    task_options={"steps": 5, "train_size": 48, "test_size": 16},
-)
+from .tiny import tiny
+
+TINY = tiny(steps=5)
 # 3 batches × 5 steps = 15 steps an epoch, 30 in all
 
 

@@ -16,7 +16,7 @@ from ostl import Layer, Network, Readout
 from ostl.errors import CheckpointError, OptionError
 from ostl.run.checkpoint import list_checkpoints, load_checkpoint
 from ostl.run.cli import main
-from ostl.run.config import RunResult, TrainConfig
+from ostl.run.config import RunResult
 from ostl.run.model import (
     MODEL,
     MODEL_LAST,
@@ -28,14 +28,9 @@ from ostl.run.model import (
 )
 from ostl.run.train import train
 
-TINY = TrainConfig(
-    task="digits",
-    rule="ostl",
-    hidden=(8,),
-    epochs=3,
-    batch_size=16,
-    task_options={"steps": 4, "train_size": 48, "test_size": 16},
-)
+from .tiny import tiny
+
+TINY = tiny(epochs=3)
 
 
 @pytest.fixture(scope="module")

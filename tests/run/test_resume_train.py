@@ -13,16 +13,11 @@ import torch
 from ostl.errors import CheckpointError
 from ostl.run.checkpoint import list_checkpoints, load_checkpoint
 from ostl.run.cli import main
-from ostl.run.train import TrainConfig, resume, train
+from ostl.run.train import resume, train
 
-TINY = TrainConfig(
-    task="digits",
-    rule="ostl",
-    hidden=(8,),
-    epochs=2,
-    batch_size=16,
-    task_options={"steps": 4, "train_size": 48, "test_size": 16},
-)
+from .tiny import tiny
+
+TINY = tiny()
 # 3 batches × 4 steps × 2 epochs = 24 steps
 
 

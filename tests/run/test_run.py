@@ -12,19 +12,14 @@ import torch
 
 from ostl.errors import OptionError
 from ostl.run.checkpoint import list_checkpoints, load_checkpoint
-from ostl.run.config import TrainConfig
 from ostl.run.evaluate import ModelSelection, better
 from ostl.run.outputs import RunFolder
 from ostl.run.resume import Checkpointer, RunOptions, Stopped
 from ostl.run.run import DataParallel, Hardware, Run
 
-TINY = TrainConfig(
-    task="digits",
-    hidden=(4,),
-    epochs=2,
-    batch_size=16,
-    task_options={"steps": 2, "train_size": 32, "test_size": 16},
-)
+from .tiny import tiny
+
+TINY = tiny(steps=2, train_size=32, hidden=(4,))
 
 
 def test_better_prefers_numbers_to_nan_and_follows_the_direction() -> None:

@@ -14,14 +14,9 @@ from ostl.rules import BPTT, OSTL, RULES
 from ostl.run.compare import compare, format_bytes, format_table
 from ostl.run.train import TrainConfig, train, update_every
 
-TINY = TrainConfig(
-    task="digits",
-    rule="ostl",
-    hidden=(12,),
-    epochs=2,
-    batch_size=16,
-    task_options={"steps": 5, "train_size": 48, "test_size": 32},
-)
+from .tiny import tiny
+
+TINY = tiny(steps=5, test_size=32, hidden=(12,))
 
 
 def test_train_writes_a_run_folder(tmp_path: Path) -> None:
