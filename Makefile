@@ -75,3 +75,12 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml $(CONSTRAINTS)
 .PHONY: docs
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# docs/reliability.md: faults injected into real `ostl train` runs (kill -9 in training and
+# inside checkpoint writes, a full disk, an unwritable folder, two writers, --nproc kills,
+# hostile files, NaN): about 6 minutes on 2 cores; fails if a promise broke. By hand:
+# `python scripts/faults.py --quick --out /tmp/R.md` (~3 min), or `--long` (>= 100 kills,
+# ~20 min).
+.PHONY: faults
+faults: $(STAMP)
+	$(BIN)/python scripts/faults.py --out docs/reliability.md $(FAULTS_ARGS)

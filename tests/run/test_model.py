@@ -161,3 +161,24 @@ def test_export_step_of_a_trained_run(run: tuple[Path, RunResult]) -> None:
     x = torch.rand(1, net.n_in)
     y_t, *_ = program.module()(x, *flatten_state(net.init_state(1)))
     assert torch.equal(y_t, net.step(x, net.init_state(1))[0])
+
+
+def test_a_flipped_bit_in_a_model_or_a_checkpoint_is_refused(
+    run: tuple[Path, RunResult], tmp_path: Path
+) -> None:
+    """Neither torch.load (it skips the zip's CRCs) nor safetensors (no checksum) notices a
+    flipped bit in a weight: ostl checks the CRCs and its own SHA-256."""
+    out, _ = run
+    model = bytearray((out / MODEL).read_bytes())
+    model[-5] ^= 0x10  # inside the last tensor's data
+    (tmp_path / MODEL).write_bytes(model)
+    with pytest.raises(CheckpointError, match="damaged"):
+        load(tmp_path / MODEL)
+    newest = list_checkpoints(out / "checkpoints")[-1]
+    data = bytearray(newest.read_bytes())
+    at = data.find(b"/data/0")  # the first tensor's entry; its bytes follow its local header
+    assert at > 0
+    data[at + 200] ^= 0x10
+    (tmp_path / "step-000000000001.pt").write_bytes(data)
+    with pytest.raises(CheckpointError, match="damaged: the checksum of its entry"):
+        load_checkpoint(tmp_path / "step-000000000001.pt")

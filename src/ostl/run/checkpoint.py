@@ -34,6 +34,7 @@ import os
 import random
 import re
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,7 @@ def _dead(pid: int) -> bool:
 def _load_file(p: Path, require_finite: bool = True) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
+    _check_crcs(p)
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol warning: we raise anyway
             warnings.simplefilter("ignore", UserWarning)
@@ -273,6 +275,22 @@ def _load_file(p: Path, require_finite: bool = True) -> dict[str, Any]:
                 "(a poisoned state: resume from an earlier checkpoint)"
             )
     return payload
+
+
+def _check_crcs(p: Path) -> None:
+    """Refuse a damaged checkpoint: ``torch.save`` writes a zip archive with a CRC-32 per entry,
+    which ``torch.load`` does not check (a flipped bit in a tensor would load as a wrong
+    weight). A file that is not a zip archive is left to ``torch.load``'s own error."""
+    try:
+        with zipfile.ZipFile(p) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return
+    if bad is not None:
+        raise CheckpointError(
+            f"{p}: damaged: the checksum of its entry {bad!r} does not match (a corrupted "
+            "file: resume from an earlier checkpoint)"
+        )
 
 
 def rng_state() -> dict[str, Any]:

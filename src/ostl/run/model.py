@@ -11,7 +11,8 @@ A run folder holds two models (written by the run through :class:`~.outputs.RunF
 
 Each file is the network's ``state_dict`` in the safetensors format, written atomically:
 loading one reads tensors and never runs code (no pickle). Its metadata holds a format tag, a
-version, the run's resolved configuration (JSON), and the epoch and training step of the weights.
+version, the run's resolved configuration (JSON), the epoch and training step of the weights,
+and a SHA-256 of the weights and metadata, checked on load (a flipped bit is refused).
 
 The network is rebuilt from the configuration (``config.json`` of the run folder, or the
 file's own metadata), :func:`network_of`::
@@ -26,6 +27,7 @@ RUN_DIR``); :func:`export_step` exports one time step of a network with ``torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,7 +95,18 @@ def save_model(
     for key, value in (("epoch", epoch), ("step", step)):
         if value is not None:
             meta[key] = str(value)
+    meta["sha256"] = _digest(safetensors_bytes(tensors, metadata=meta), meta)
     return write_atomic(path, safetensors_bytes(tensors, metadata=meta))
+
+
+def _digest(blob: bytes, meta: dict[str, str]) -> str:
+    """SHA-256 of a safetensors file's data section (the bytes after its 8-byte length and
+    JSON header: the same whatever the metadata) and of its metadata but the digest itself.
+    safetensors files carry no checksum: this one finds a flipped bit."""
+    n = int.from_bytes(blob[:8], "little")
+    h = hashlib.sha256(memoryview(blob)[8 + n :])
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def read_model(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -119,6 +132,10 @@ def read_model(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     if meta.get("version") != VERSION:
         raise CheckpointError(
             f"{p}: model format version {meta.get('version')!r}; this ostl reads {VERSION}"
+        )
+    if meta.get("sha256") != _digest(p.read_bytes(), meta):
+        raise CheckpointError(
+            f"{p}: damaged: its weights or metadata do not match the checksum saved with them"
         )
     return tensors, meta
 
