@@ -92,7 +92,11 @@ def test_quick_run_has_the_expected_rows(tmp_path: Path) -> None:
     assert "T = 10 ÷ T = 10" not in md  # the growth column compares the first and last T
     assert "Closed-form Jacobians (LIF)" in md and "factorised traces" in md
     assert "bfloat16 traces" in md
-    assert "| not measured |" not in md.split("## Peak")[0]  # every goal measured
+    # every goal measured, except that BPTT's extra memory peak in this tiny run may read 0
+    # bytes (RSS grows in pages and reuses freed memory): then that goal says so
+    unmeasured = [r for r in md.split("## Peak")[0].splitlines() if "| not measured |" in r]
+    assert all("below the RSS resolution" in r for r in unmeasured), unmeasured
+    assert len(unmeasured) <= 1
     assert "issue" not in md.lower()
     for net, _ in plan.speed:
         assert f"**{net.label}**" in md
