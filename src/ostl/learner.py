@@ -30,9 +30,20 @@ and the optimizer state are as before it), and ``max_skips`` skipped updates in 
 a learner whose every update is non-finite is not learning. Unlocked, a step's validity is
 decided at its first layer update, from x_t, the target and that layer's gradient: a bad input
 or target updates no layer and counts one skip (a gradient that turns non-finite higher up
-spares that layer and those above; the layers below were updated). The guard costs one host
-synchronisation per update (as before it undid steps) and a copy of the stepped parameters and
-their optimizer state (Adam: 3x the parameters' bytes): 3 to 7% of an online step on a CPU.
+spares that layer and those above; the layers below were updated). The guard costs a copy of
+the stepped parameters and their optimizer state (Adam: 3x the parameters' bytes): 3 to 7% of
+an online step on a CPU.
+
+Host synchronisations (a value read back from an accelerator stalls its queue): a step that
+does not update reads nothing back (BPTT and RTRL with ``nonfinite="raise"`` excepted: they
+check each x_t and target as it comes). An update reads back one verdict, whether its gradients
+and new weights are finite, as ``"raise"`` raises at the very update that met a NaN. With
+``"skip"`` on an accelerator the verdict stays on the device (``guard_on_device``,
+:mod:`ostl.guard`): the update is kept or undone there, a poisoned stream restarted there, and
+the counts are read back when read (``updates``, ``skipped``, ``state_dict()``, ...) or once
+``max_skips`` skips in a row have become possible (one read per ``max_skips`` updates at most).
+The optimizer's first step, an optimizer with state on the host (Adam's step counts unless
+``capturable=True`` or ``fused=True``) and unlocked layer updates still read their verdict.
 
 ``distributed=True`` is data-parallel learning on ``torch.distributed`` (:mod:`ostl.distributed`):
 every rank steps on its own slice of the batch, and the gradients are averaged over the ranks,
@@ -57,20 +68,16 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist
-from .engine import carry as tree
-from .errors import (
-    CheckpointError,
-    NonFiniteError,
-    OSTLError,
-    all_finite,
-    nonfinite_names,
-)
-from .guard import Bad, GuardedStep
+from .errors import CheckpointError, NonFiniteError, OSTLError, all_finite, nonfinite_names
+from .guard import Bad, GuardedStep, Tally, Verdict
 from .layer import Network
-from .learner_checks import check_optimizer, check_options, check_unlockable
+from .learner_checks import check_optimizer, check_options, check_state, check_unlockable
 from .numerics import flush_denormals
 from .rules import LossFn, Rule, get_rule
 
+# About 420 lines on purpose: the schedule (locked and unlocked), the non-finite policy with its
+# two verdict paths and the checkpoints act on one object's state; the guard, its counts and the
+# argument checks already live in ostl.guard and ostl.learner_checks.
 __all__ = ["Learner"]
 
 
@@ -97,6 +104,11 @@ class Learner:
         compile: run the rule's whole step under ``torch.compile`` (trace rules only, not with
             ``unlocked``); the first steps compile it (seconds on a CPU). See BENCHMARKS.md
             for where it pays off.
+
+    Attributes:
+        guard_on_device: with ``"skip"``, keep each update's verdict on the device (module
+            docstring): None (default) off the CPU, or True / False. Weights, counts and errors
+            are the same either way.
     """
 
     def __init__(
@@ -122,13 +134,12 @@ class Learner:
         self.nonfinite = self.runner.nonfinite = nonfinite
         self.max_skips = max_skips
         self.steps = 0  # time steps since construction
-        self.skipped = 0  # updates skipped for non-finite values (nonfinite="skip")
-        self.skips_in_a_row = 0  # consecutive skipped updates
+        self._tally = Tally()  # updates taken, skipped, skipped in a row
+        self.guard_on_device: bool | None = None
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.guard = GuardedStep(optimizer)
         self.update_every = update_every
-        self.updates = 0  # optimizer steps taken since construction
         self._since_update = 0
         self._pending = False  # a target was seen since the last update
         self.unlocked = bool(unlocked)
@@ -148,6 +159,21 @@ class Learner:
                     "launch with torchrun and call ostl.distributed.init() first"
                 )
             dist.broadcast_parameters(self.runner.params.values())
+
+    @property
+    def updates(self) -> int:
+        """Optimizer steps taken since construction."""
+        return self._tally.read()[0]
+
+    @property
+    def skipped(self) -> int:
+        """Updates skipped for non-finite values (``nonfinite="skip"``)."""
+        return self._tally.read()[1]
+
+    @property
+    def skips_in_a_row(self) -> int:
+        """Consecutive skipped updates, up to the last one."""
+        return self._tally.read()[2]
 
     def reset(self, batch_size: int) -> None:
         """Start new sequences: resting state and zero traces (weights are kept)."""
@@ -188,7 +214,7 @@ class Learner:
             if self._step_bad:  # one skip for the step, however many layers it spared
                 self._skip()
             else:
-                self._took_update()
+                self._tally.took()
         return y
 
     def end_sequence(self) -> None:
@@ -197,17 +223,23 @@ class Learner:
             self.update()
 
     def update(self) -> None:
-        """Finish pending work, write the gradients into ``.grad`` and step the optimizer."""
+        """Finish pending work, write the gradients into ``.grad`` and step the optimizer.
+
+        Reads back the update's verdict (one host synchronisation), unless it stays on the
+        device (``guard_on_device``; see the module docstring)."""
         self.runner.flush()
         self._since_update = 0
         self._all_reduce_grads()  # before the guard: every rank checks the same gradients
         if not self._pending:
             return
         self._pending = False
-        bad = self._guarded_step(list(self.runner.params))
+        bad = self._guarded_step(list(self.runner.params), on_device=self._verdict_on_device())
         self.optimizer.zero_grad(set_to_none=True)
+        if isinstance(bad, Verdict):
+            self._count_verdict(bad)
+            return
         if bad is None:
-            self._took_update()
+            self._tally.took()
             return
         self._last_bad = bad
         self._reject(bad)
@@ -232,7 +264,8 @@ class Learner:
         if first:
             self._poison_if_bad_inputs(self.runner.grad(names[0]))
         self._all_reduce_grads(prefix)
-        bad = self._guarded_step(names)
+        bad = self._guarded_step(names)  # decided on the host (see the module docstring)
+        assert not isinstance(bad, Verdict)
         if bad is None:
             self._step_bad = False
             return
@@ -250,31 +283,37 @@ class Learner:
             ok = ok & torch.isfinite(target).all()
         grad.add_(torch.where(ok, 0.0, float("nan")))
 
-    def _guarded_step(self, names: list[str]) -> Bad | None:
+    def _guarded_step(self, names: list[str], on_device: bool = False) -> Bad | Verdict | None:
         """Step the optimizer on the runner's gradients of ``names`` (:mod:`ostl.guard`)."""
         r = self.runner
+        params, grads = {n: r.params[n] for n in names}, {n: r.grad(n) for n in names}
         try:
-            return self.guard.step({n: r.params[n] for n in names}, {n: r.grad(n) for n in names})
+            return self.guard.step(params, grads, on_device=on_device)
         finally:
             r.zero_grads(names)
 
-    def _took_update(self) -> None:
-        self.updates += 1
-        self.skips_in_a_row = 0
+    def _verdict_on_device(self) -> bool:
+        """Keep this update's verdict on the device (``nonfinite="skip"``, locked schedule)."""
+        if self.nonfinite != "skip" or self.unlocked or self.guard_on_device is False:
+            return False
+        on_host = next(iter(self.runner.params.values())).device.type == "cpu"
+        return bool(self.guard_on_device) or not on_host
+
+    def _count_verdict(self, verdict: Verdict) -> None:
+        """What counting an update or :meth:`_skip` do, on the device; the counts are read
+        back only once ``max_skips`` skips in a row have become possible."""
+        self.runner.restart_where(~verdict.ok)
+        self._tally.add(verdict.ok)
+        possible = self._tally.most_in_a_row() >= self.max_skips  # known without a read
+        if possible and self.skips_in_a_row >= self.max_skips:
+            self._last_bad = verdict.bad()  # this update was the last of the skips
+            self._tally.check(self.max_skips, self.steps, self._last_bad)
 
     def _skip(self) -> None:
         """Count a skipped update; raise if ``max_skips`` were skipped in a row."""
-        self.skipped += 1
-        self.skips_in_a_row += 1
+        self._tally.skipped_one()
         self._restart_if_poisoned()
-        if self.skips_in_a_row >= self.max_skips:
-            last = f": {self._last_bad.summary()}" if self._last_bad is not None else ""
-            raise NonFiniteError(
-                f"{self.skips_in_a_row} updates in a row were skipped for NaN or Inf (the last "
-                f"at step {self.steps}{last}; {self.updates} updates taken, {self.skipped} "
-                "skipped): the learner is not learning. Check the inputs, the targets and the "
-                "learning rate (Learner(max_skips=...) sets this limit)."
-            )
+        self._tally.check(self.max_skips, self.steps, self._last_bad)
 
     def _restart_if_poisoned(self) -> list[str]:
         """Restart the stream if the rule's state or traces hold NaN/Inf (weights are kept);
@@ -357,41 +396,26 @@ class Learner:
         """Continue from :meth:`state_dict` of a learner built the same way (net, rule, options).
 
         Raises:
-            CheckpointError: the state is not a learner's, belongs to another set-up, or holds
-                NaN or Inf (weights, optimizer state, rule state: named in the message).
+            CheckpointError: not a learner's state, another set-up's, or holding NaN or Inf.
         """
-        if not isinstance(state, dict) or "runner" not in state or "net" not in state:
-            raise CheckpointError("not a Learner state_dict (keys net, optimizer, runner, ...)")
-        for key in ("update_every", "unlocked"):
-            if state[key] != getattr(self, key):
-                raise CheckpointError(
-                    f"the saved learner had {key}={state[key]!r}, this one {getattr(self, key)!r}: "
-                    "build the learner with the same options to continue"
-                )
-        parts = {k: state.get(k) for k in ("net", "optimizer", "runner")}
-        bad = nonfinite_names(tree.named_tensors(parts))
-        if bad:
-            raise CheckpointError(
-                f"the saved learner holds NaN or Inf in {', '.join(bad[:5])}"
-                f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}: refusing to continue "
-                "from it (resume from an earlier checkpoint)"
-            )
+        check_state(state, {"update_every": self.update_every, "unlocked": self.unlocked})
         try:
             self.net.load_state_dict(state["net"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"the saved weights or optimizer do not fit: {e}") from None
         self.runner.load_state_dict(state["runner"], self.loss_fn)
-        self.steps, self.updates = int(state["steps"]), int(state["updates"])
-        self.skipped = int(state["skipped"])
-        self.skips_in_a_row = int(state.get("skips_in_a_row", 0))  # absent from older ones
+        self.steps, self._tally = int(state["steps"]), Tally()
+        in_a_row = int(state.get("skips_in_a_row", 0))  # absent from older ones
+        self._tally.counts = [int(state["updates"]), int(state["skipped"]), in_a_row]
         self._since_update, self._pending = int(state["since_update"]), bool(state["pending"])
 
     @property
     def mean_loss(self) -> float:
-        """Mean per-step loss since the last reset (nan if no target was seen)."""
-        r = self.runner
-        return r.loss_sum / r.n_losses if r.n_losses else float("nan")
+        """Mean per-step loss since the last reset (nan if no target was seen); one host
+        synchronisation."""
+        total, n = self.runner.losses()
+        return total / n if n else float("nan")
 
     def state_bytes(self) -> int:
         """Bytes of every tensor the rule holds (state, traces, gradients)."""

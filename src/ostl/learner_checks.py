@@ -1,6 +1,6 @@
 """The :class:`ostl.Learner`'s checks of its arguments, each with an error that says what was
 expected: the options, the optimizer (it must hold the network's trainable parameters, with a
-finite learning rate) and the rule of an update-unlocked learner."""
+finite learning rate), the rule of an update-unlocked learner and a state to continue from."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import OptionError, UnsupportedError
+from .engine import carry as tree
+from .errors import CheckpointError, OptionError, UnsupportedError, nonfinite_names
 from .rules.base import NONFINITE, Runner
 
-__all__ = ["check_options", "check_optimizer", "check_unlockable"]
+__all__ = ["check_options", "check_optimizer", "check_state", "check_unlockable"]
 
 
 def check_options(
@@ -90,3 +91,28 @@ def check_unlockable(runner: Runner) -> Runner:
             "updates need nothing from the layers above. Use ostl.rules.OSTTP, or unlocked=False."
         )
     return runner
+
+
+def check_state(state: Any, options: Mapping[str, Any]) -> None:
+    """A :meth:`ostl.Learner.state_dict` that a learner built with ``options`` can continue.
+
+    Raises:
+        CheckpointError: the state is not a learner's, was saved with other ``options``, or
+            holds NaN or Inf (weights, optimizer state, rule state: named in the message).
+    """
+    if not isinstance(state, dict) or "runner" not in state or "net" not in state:
+        raise CheckpointError("not a Learner state_dict (keys net, optimizer, runner, ...)")
+    for key, value in options.items():
+        if state[key] != value:
+            raise CheckpointError(
+                f"the saved learner had {key}={state[key]!r}, this one {value!r}: "
+                "build the learner with the same options to continue"
+            )
+    parts = {k: state.get(k) for k in ("net", "optimizer", "runner")}
+    bad = nonfinite_names(tree.named_tensors(parts))
+    if bad:
+        raise CheckpointError(
+            f"the saved learner holds NaN or Inf in {', '.join(bad[:5])}"
+            f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}: refusing to continue "
+            "from it (resume from an earlier checkpoint)"
+        )

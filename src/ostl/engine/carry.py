@@ -9,12 +9,18 @@ Every carry holds :class:`Stats` (field ``stats``): the step counter, the runnin
 the first step at which an input, a target or an output error was not finite. They are
 tensors on the network's device, updated without a host synchronisation (no ``float()``, no
 ``.item()``), so the step can run asynchronously on a GPU and be compiled; they are read
-where a decision is needed (at an optimizer update, at the end of a sequence).
+where a decision is needed (at an optimizer update, at the end of a sequence) or when asked
+for (``Runner.loss_sum``, ``Learner.mean_loss``).
+
+:func:`finite_flags` and :func:`restart_where` check a carry for NaN/Inf and restart a
+poisoned stream on the device, without reading anything back (:class:`ostl.Learner` with
+``nonfinite="skip"`` and the verdicts kept on the device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -27,6 +33,9 @@ __all__ = [
     "init_stats",
     "advance_stats",
     "NONFINITE_WHAT",
+    "finite_flags",
+    "restart_where",
+    "tree_where",
     "tensors",
     "named_tensors",
     "tree_map",
@@ -77,6 +86,54 @@ def advance_stats(
 def _probe(c: Tensor) -> Tensor:
     """Σ c·0: 0, or NaN if c holds NaN or ±Inf."""
     return (c * 0).sum()
+
+
+def finite_flags(tensors: Iterable[Tensor]) -> Tensor:
+    """Whether each floating-point tensor among ``tensors`` is free of NaN and Inf: a bool
+    vector, one entry per floating-point tensor, in order, computed on their device without a
+    host synchronisation. The tensors must share one device.
+
+    Two fused ``torch._foreach_norm``: the largest magnitude is Inf where a tensor holds ±Inf
+    (and, unlike a sum of squares, cannot overflow from finite values); the 2-norm is NaN where
+    it holds a NaN (a sum propagates NaN whatever the reduction order). A tensor without
+    elements is finite.
+    """
+    floats = [t if t.numel() else t.new_zeros(1) for t in tensors if t.is_floating_point()]
+    if not floats:
+        return torch.ones(0, dtype=torch.bool)
+    largest = torch.stack(torch._foreach_norm(floats, ord=math.inf))
+    return torch.isfinite(largest) & ~torch.stack(torch._foreach_norm(floats)).isnan()
+
+
+def restart_where(carry: Any, fresh: Any, skipped: Tensor, extra: Iterable[Tensor] = ()) -> Any:
+    """A carry after an update whose verdict ``skipped`` (a () bool tensor) stays on the device.
+
+    Where ``skipped``: the record of non-finite values is cleared and, if any floating-point
+    tensor of the carry or of ``extra`` (the rule's fixed matrices) holds NaN or Inf, the
+    stream restarts: every tensor but the counters comes from ``fresh`` (a newly initialised
+    carry of the same rule and batch size). Elsewhere the carry is unchanged. What
+    ``Learner`` does on the host after a skipped update, with no host synchronisation.
+    """
+    stats = carry.stats
+    held = [t for t in (*tensors(carry), *extra) if t.is_floating_point()]
+    poisoned = skipped & ~finite_flags(held).all()
+    new = tree_where(poisoned, fresh._replace(stats=stats), carry)
+    first_bad = torch.where(skipped, -1, stats.first_bad)
+    return new._replace(stats=stats._replace(first_bad=first_bad))
+
+
+def tree_where(cond: Tensor, new: Any, old: Any) -> Any:
+    """``old`` with every tensor replaced by ``torch.where(cond, new's, old's)``; ``new`` has
+    the same structure (anything but tensors is taken from ``old``)."""
+    if isinstance(old, Tensor):
+        return torch.where(cond, new, old)
+    if isinstance(old, tuple) and hasattr(old, "_fields"):
+        return type(old)(*(tree_where(cond, n, o) for n, o in zip(new, old)))
+    if isinstance(old, dict):
+        return {k: tree_where(cond, new[k], v) for k, v in old.items()}
+    if isinstance(old, list | tuple):
+        return type(old)(tree_where(cond, n, o) for n, o in zip(new, old))
+    return old
 
 
 def _children(node: Any) -> Iterator[tuple[str, Any]]:

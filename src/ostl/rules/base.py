@@ -33,6 +33,8 @@ the output error held NaN or Inf; with ``nonfinite="raise"`` (the default) :meth
 and :class:`ostl.Learner`'s update raise :class:`~ostl.errors.NonFiniteError` naming the tensor
 and that step (the oracles BPTT and RTRL check each input as it comes). With ``"skip"`` the
 values are let through to the gradient, which the Learner detects at the update and skips.
+Only those eager checks read a value back from the device during a step; the counters are read
+when asked for (:meth:`Runner.losses`, :meth:`Runner.first_nonfinite`: one read each).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from ..layer import Layer, Network, Readout
 from ..losses import LossFn, call_loss
 from ..numerics import flush_denormals
 
-# Just over 400 lines on purpose: the Rule / Runner contract and the network checks every rule
+# About 420 lines on purpose: the Rule / Runner contract and the network checks every rule
 # shares (network, device, state round trip) read as one unit; splitting off a few lines would
 # scatter that contract over two modules.
 __all__ = ["Rule", "Engine", "Runner", "LossFn", "NONFINITE", "call_loss", "check_network"]
@@ -299,6 +301,13 @@ class Runner:
             self.carry = self.engine.init(self.batch_size)._replace(stats=stats)
             self.clear_nonfinite()
 
+    def restart_where(self, skipped: Tensor) -> None:
+        """:meth:`restart_stream` if the state is poisoned, and :meth:`clear_nonfinite`, where
+        ``skipped`` (a () bool tensor): decided on the device, nothing read back."""
+        if self.batch_size is not None:
+            fresh, consts = self.engine.init(self.batch_size), tree.tensors(self.engine.consts)
+            self.carry = tree.restart_where(self.carry, fresh, skipped, consts)
+
     def clear_nonfinite(self) -> None:
         """Forget the record of non-finite inputs, targets and signals (see the module
         docstring), e.g. once it has been reported."""
@@ -308,7 +317,7 @@ class Runner:
                 stats=s._replace(first_bad=torch.full_like(s.first_bad, -1))
             )
 
-    # -- counters (one host synchronisation each) ------------------------------------------
+    # -- counters: kept on the device by the step, read back here (one synchronisation) ----
     def first_nonfinite(self) -> str | None:
         """``"<tensor> at step <t> of the sequence"`` for the earliest step since the reset at
         which an input, a target or an output error held NaN or Inf; None if none did."""
@@ -324,19 +333,27 @@ class Runner:
     @property
     def loss_sum(self) -> float:
         """Σ_t E_t since the reset (or since :meth:`take_losses`)."""
-        return float(self.carry.stats.loss_sum) if self.carry is not None else 0.0
+        return self.losses()[0]
 
     @property
     def n_losses(self) -> int:
         """Steps with a target since the reset (or since :meth:`take_losses`)."""
-        return int(self.carry.stats.n_losses) if self.carry is not None else 0
+        return self.losses()[1]
+
+    def losses(self) -> tuple[float, int]:
+        """(loss sum, steps with a target) since the reset or :meth:`take_losses`."""
+        if self.carry is None:
+            return 0.0, 0
+        s = self.carry.stats
+        total, n = torch.stack((s.loss_sum.double(), s.n_losses.double())).tolist()
+        return total, int(n)
 
     def take_losses(self) -> tuple[float, int]:
         """(loss sum, steps with a target) since the reset or the last call; resets both."""
         if self.carry is None:
             return 0.0, 0
         s = self.carry.stats
-        out = float(s.loss_sum), int(s.n_losses)
+        out = self.losses()
         zero = s._replace(loss_sum=torch.zeros_like(s.loss_sum), n_losses=s.n_losses * 0)
         self.carry = self.carry._replace(stats=zero)
         return out

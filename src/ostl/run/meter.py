@@ -59,7 +59,8 @@ class MemoryMeter:
     def sample(self) -> None:
         """Record the memory held now; forget the graph if the learner updated since."""
         self.peak = max(self.peak, self.learner.state_bytes() + self.graph_bytes)
-        if self.learner.updates != self._updates:
+        # only a graph needs forgetting; reading the count may wait for the device (ostl.learner)
+        if self.count_graph and self.learner.updates != self._updates:
             self.graph_freed()
 
     def graph_freed(self) -> None:
