@@ -34,6 +34,7 @@ from ostl.run.compare import format_bytes
 from ostl.run.sections import keep_sections
 from ostl.run.train import TrainConfig, train
 from ostl.tasks import TASKS
+from ostl.tasks.events import EventTask
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_TAG = "results-data"
@@ -52,6 +53,11 @@ BUDGETS: dict[str, tuple[TrainConfig, str]] = {
         "the first 10,000 training images and 3 epochs",
     ),
     "chorales": (TrainConfig(task="chorales"), "the task's default network and budget"),
+    "spoken-digits": (
+        TrainConfig(task="spoken-digits"),
+        "the task's default network, data and budget (e-prop too: make the table with "
+        "`--rules bptt,ostl,osttp,eprop`)",
+    ),
     "ptb": (
         TrainConfig(task="ptb", hidden=(128,), task_options={"train_tokens": 100_000}),
         "LSTM(128), the first 100,000 training tokens, 1 epoch, 1 seed",
@@ -241,15 +247,24 @@ def write(path: Path, data: dict[str, Any]) -> None:
     )
     parts = [HEADER.format(machine=machine, date=time.strftime("%Y-%m-%d"))]
     order = [t for t in TASKS if t in data]
-    missing = [t for t in TASKS if t not in data]
+    # the event-data tasks read files the user downloads: none is on this machine
+    files = [t for t in TASKS if t not in data and issubclass(TASKS[t], EventTask)]
+    missing = [t for t in TASKS if t not in data and t not in files]
     for task in order:
         parts.append(task_section(task, data[task]["runs"], data[task]["meta"]))
+    lines = []
     if missing:
-        parts.append(
-            "## Not run yet\n\n"
-            + ", ".join(missing)
-            + ": run `python scripts/results.py --tasks NAME` (budgets in the script).\n"
+        lines.append(
+            ", ".join(missing)
+            + ": run `python scripts/results.py --tasks NAME` (budgets in the script)."
         )
+    if files:
+        lines.append(
+            ", ".join(files) + ": their data are files to download (README, Data), not on the "
+            "machine that made this file; with them, add a budget in the script and run it."
+        )
+    if lines:
+        parts.append("## Not run yet\n\n" + "\n\n".join(lines) + "\n")
     # The run folders keep the learning curves; the table needs only the summaries.
     slim = {
         task: {

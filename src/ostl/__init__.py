@@ -3,8 +3,10 @@
 Public API: :class:`Layer`, :class:`Readout`, :class:`Network`,
 :func:`gradients`, :func:`compare_to_bptt`, :class:`Learner`, and the rules in
 :mod:`ostl.rules`; :func:`load` (a trained network from a run folder) and
-:func:`export_step` (one time step as a ``torch.export`` program). Time-major tensors
-everywhere: (T, B, N).
+:func:`export_step` (one time step as a ``torch.export`` program); :func:`to_nir` and
+:func:`from_nir` (LIF networks to and from NIR, the Neuromorphic Intermediate Representation,
+:mod:`ostl.interop.nir`; they need the ``nir`` package). Time-major tensors everywhere:
+(T, B, N).
 """
 
 from __future__ import annotations
@@ -70,13 +72,17 @@ __all__ = [
     "load_checkpoint",
     "load",
     "export_step",
+    "to_nir",
+    "from_nir",
 ]
 
-#: Names of the application layer (:mod:`ostl.run`) that the package forwards, imported on
-#: first use: the core modules never import the application.
+#: Names that the package forwards, imported on first use: those of the application layer
+#: (:mod:`ostl.run`; the core modules never import the application) and the NIR functions
+#: (:mod:`ostl.interop.nir`: ``import ostl`` never imports the optional ``nir`` package).
 _RUN_NAMES = {"checkpoint": "ostl.run", "save_checkpoint": "ostl.run.checkpoint",
               "load_checkpoint": "ostl.run.checkpoint", "load": "ostl.run.model",
-              "export_step": "ostl.run.model"}  # fmt: skip
+              "export_step": "ostl.run.model", "to_nir": "ostl.interop.nir",
+              "from_nir": "ostl.interop.nir"}  # fmt: skip
 
 
 def __getattr__(name: str) -> object:

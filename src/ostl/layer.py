@@ -130,6 +130,18 @@ class Layer(nn.Module):
         self.b: nn.Parameter | None = nn.Parameter(torch.zeros(gn)) if use_bias else None
         self.synapses: SynapticProduct | None = None  # see SynapticProduct
 
+    @classmethod
+    def from_torch(cls, module: nn.Module, *, ignore_dropout: bool = False) -> Layer:
+        """A single-layer ``nn.RNN`` (tanh), ``nn.GRU`` or ``nn.LSTM`` (or its ``nn.*Cell``)
+        as an ostl Layer with recurrent weights, its weights copied; the same outputs.
+
+        See :mod:`ostl.interop.torch_modules` for the mapping and the options refused
+        (several layers: ``Network.from_torch``).
+        """
+        from .interop.torch_modules import layer_from_torch
+
+        return layer_from_torch(module, ignore_dropout=ignore_dropout)
+
     @property
     def recurrent(self) -> bool:
         return self.H is not None
@@ -197,6 +209,13 @@ class Readout(nn.Module):
         self.b: nn.Parameter | None = nn.Parameter(torch.zeros(n_out)) if bias else None
         self.synapses: SynapticProduct | None = None  # see SynapticProduct
 
+    @classmethod
+    def from_torch(cls, linear: nn.Module) -> Readout:
+        """An ``nn.Linear`` as a Readout, its weights copied (:mod:`ostl.interop.torch_modules`)."""
+        from .interop.torch_modules import readout_from_torch
+
+        return readout_from_torch(linear)
+
     def init_state(self, batch_size: int, **_: Any) -> ReadoutState:
         return ReadoutState()
 
@@ -236,6 +255,18 @@ class Network(nn.Module):
                 )
         self.n_in: int = self.typed_layers[0].n_in
         self.n_out: int = self.typed_layers[-1].n_out
+
+    @classmethod
+    def from_torch(cls, *modules: nn.Module, ignore_dropout: bool = False) -> Network:
+        """A Network of PyTorch modules in order, weights copied: e.g.
+        ``Network.from_torch(lstm, linear)`` for an ``nn.LSTM`` followed by an ``nn.Linear``.
+
+        Recurrent modules of several layers give one Layer each; ostl Layers and Readouts are
+        taken as they are. See :mod:`ostl.interop.torch_modules`.
+        """
+        from .interop.torch_modules import network_from_torch
+
+        return network_from_torch(*modules, ignore_dropout=ignore_dropout)
 
     @property
     def typed_layers(self) -> list[Layer | Readout]:

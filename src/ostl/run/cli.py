@@ -1,4 +1,4 @@
-"""The ``ostl`` command: ``list``, ``train``, ``evaluate``, ``compare`` and ``demo``.
+"""The ``ostl`` command: ``list``, ``train``, ``evaluate``, ``compare``, ``export-nir``, ``demo``.
 
 The parser, its help and the example commands of ``ostl --help`` are in :mod:`.parser`;
 ``ostl list`` is :mod:`.listing`; what a run shows while it trains (bars on a terminal, a few
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,7 @@ from ..rules import RULES, TraceRule
 from .checkpoint import WriteError
 from .config import TrainConfig
 from .display import report
+from .export import cmd_export_nir
 from .lock import HELD_ENV, folder_lock
 from .options import flag, given, names
 from .parser import build_parser
@@ -78,8 +80,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace, quick: bool = False) -> TrainConfig:
-    """The TrainConfig of a train/compare command: --config file, then explicit options."""
-    from ..tasks import TASKS, parse_options
+    """The TrainConfig of a train/compare command: --config file, then explicit options; its
+    task a registry name (lowercased) or ``module:attribute``, imported here (a bad one fails
+    before anything runs)."""
+    from ..tasks import Task, is_task_path, parse_options, task_builder
 
     if getattr(args, "config", None):
         try:
@@ -90,14 +94,15 @@ def _config(args: argparse.Namespace, quick: bool = False) -> TrainConfig:
         cfg = TrainConfig()
     explicit = given(args)
     cfg = replace(cfg, **explicit)
-    if cfg.task not in TASKS:
-        raise CLIError(f"unknown task {cfg.task!r}: expected one of {', '.join(TASKS)}")
+    if not is_task_path(cfg.task):
+        cfg = replace(cfg, task=cfg.task.lower())
+    builder = task_builder(cfg.task)  # one line naming the task, module or attribute if bad
     if cfg.cell is not None and cfg.cell.lower() not in CELLS:
         raise CLIError(f"unknown cell {cfg.cell!r}: expected one of {', '.join(CELLS)}")
     opts = dict(cfg.task_options)
     if quick:  # the task's short run: budget fields not given, and task options
         budget_keys = {f.name for f in fields(TrainConfig)}
-        for k, v in TASKS[cfg.task].quick.items():
+        for k, v in getattr(builder, "quick", Task.quick).items():
             if k in budget_keys and k not in explicit:
                 cfg = replace(cfg, **{k: v})
             elif k not in budget_keys:
@@ -108,9 +113,11 @@ def _config(args: argparse.Namespace, quick: bool = False) -> TrainConfig:
 
 def _default_out(*parts: str) -> Path:
     """``runs/<parts>-<date>-<time>``, with ``-2``, ``-3``... if taken: created here, so that
-    two runs started in the same second get two folders (a torchrun worker only names it)."""
+    two runs started in the same second get two folders (a torchrun worker only names it). A
+    task ``mypkg.data:make_task`` becomes ``mypkg.data-make_task``."""
     from ..distributed import launched
 
+    parts = tuple(re.sub(r"[^A-Za-z0-9._-]+", "-", p) for p in parts)
     base = Path("runs") / "-".join([*parts, time.strftime("%Y%m%d-%H%M%S")])
     if launched():
         return base
@@ -156,9 +163,9 @@ def _launch_train(args: argparse.Namespace, cfg: TrainConfig, out: Path | None) 
         raise CLIError("--nproc inside a torchrun worker: launch with one or the other, not both")
     batch = cfg.batch_size
     if batch is None:
-        from ..tasks import TASKS
+        from ..tasks import task_defaults
 
-        batch = TASKS[cfg.task].defaults.batch_size
+        batch = task_defaults(cfg.task, **cfg.task_options).batch_size
     if batch < args.nproc:
         raise CLIError(
             f"--nproc {args.nproc} needs a batch of at least {args.nproc} sequences (one per "
@@ -364,6 +371,7 @@ COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
+    "export-nir": cmd_export_nir,
 }
 
 

@@ -12,7 +12,8 @@ Metadata keys of a field (all optional):
 - ``flag``: the option's name where it is not ``--`` plus the field's name with dashes;
 - ``metavar``: how the help names the value;
 - ``default_help``: how the help names the default where the field's default is None;
-- ``lower``: a registry name, lowercased on the command line;
+- ``lower``: a registry name, lowercased on the command line (a ``module:attribute`` path
+  keeps its case);
 - ``min``: the smallest integer accepted on the command line (default 1).
 """
 
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import OptionError
 from ..rules import RULES
 from ..rules.base import NONFINITE
-from ..tasks import Task, task_options
+from ..tasks import Task, is_task_path, task_options
 
 if TYPE_CHECKING:
     from ..layer import Network
@@ -52,7 +53,8 @@ class TrainConfig:
     """Everything that defines a run; None fields take the task's defaults.
 
     Attributes:
-        task: task name (``ostl list``).
+        task: task name (``ostl list``), or a task of your own code, ``"module:attribute"``
+            (a Task subclass or a function returning a Task; see :func:`ostl.tasks.get_task`).
         rule: rule name.
         cell: cell of the hidden layers (None: the task's default).
         hidden: hidden layer sizes, bottom first (None: the task's default).
@@ -64,7 +66,8 @@ class TrainConfig:
         seed: seed of the initial weights, the shuffling and the training spike encodings.
         device: torch device.
         threads: torch CPU threads (None: leave torch's default).
-        task_options: options of the task (e.g. ``{"steps": 30}``).
+        task_options: options of the task (e.g. ``{"steps": 30}``); for ``"module:attribute"``
+            its keyword arguments (JSON values, to be written to the run's config.json).
         hardware: ``"pcm"`` runs the synapses on simulated PCM crossbars (:mod:`ostl.hardware`,
             needs aihwkit); None: digital.
         pcm_update: with ``hardware="pcm"``: ``"mixed"`` or ``"direct"`` (learn online on the
@@ -74,7 +77,9 @@ class TrainConfig:
             :class:`ostl.Learner`).
     """
 
-    task: str = option("digits", "task name (ostl list)", lower=True)
+    task: str = option(
+        "digits", "a task of your own as MODULE:ATTRIBUTE, or a task name (ostl list)", lower=True
+    )
     rule: str = option("ostl", "learning rule (ostl list)", lower=True)
     cell: str | None = option(
         None, "cell of the hidden layers (ostl list)", default_help=_TASKS, lower=True
@@ -126,18 +131,23 @@ class TrainConfig:
     )
 
     def resolve(self, task: Task) -> TrainConfig:
-        """A copy with every None budget field set to the task's default, checked."""
+        """A copy with every None budget field set to the task's default, checked.
+
+        A registry task is recorded by its name and all its options; a task of your own code
+        (``"module:attribute"``) by that path and the options given, which rebuild it.
+        """
         d = task.defaults
+        own = is_task_path(self.task)
         cfg = replace(
             self,
-            task=task.name,
+            task=self.task if own else task.name,
             rule=self.rule.lower(),
             cell=(self.cell or d.cell).lower(),
             hidden=tuple(self.hidden) if self.hidden is not None else d.hidden,
             epochs=self.epochs if self.epochs is not None else d.epochs,
             batch_size=self.batch_size if self.batch_size is not None else d.batch_size,
             lr=self.lr if self.lr is not None else d.lr,
-            task_options=task_options(task),
+            task_options=dict(self.task_options) if own else task_options(task),
         )
         cfg.check()
         return cfg

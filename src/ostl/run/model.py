@@ -21,6 +21,9 @@ file's own metadata), :func:`network_of`::
                                                    seed=cfg.seed)
 
 and the weights are loaded into it strictly (every name and shape must match): :func:`load`.
+A task of your own code (``"module:attribute"`` in the configuration) is rebuilt by importing
+that module, which runs its code: load only runs you trust. A task built from data in memory
+(:func:`ostl.tasks.from_tensors`) cannot be rebuilt from its name: pass it (``task=``).
 :func:`evaluate_model` recomputes a split's metric from a saved model (``ostl evaluate
 RUN_DIR``); :func:`export_step` exports one time step of a network with ``torch.export``.
 """
@@ -217,7 +220,11 @@ def _build(
 
 
 def load(
-    run: str | Path, which: str = "best", *, device: str | torch.device = "cpu"
+    run: str | Path,
+    which: str = "best",
+    *,
+    device: str | torch.device = "cpu",
+    task: Task | None = None,
 ) -> tuple[Network, TrainConfig]:
     """The trained network of a run, and the run's configuration.
 
@@ -227,12 +234,14 @@ def load(
         which: in a run folder, ``"best"`` (``model.safetensors``: the best validation
             epoch's weights) or ``"last"`` (``model-last.safetensors``: the latest weights).
         device: where to put the network.
+        task: the run's task, already built (default: rebuilt from the configuration; needed
+            for a task made from data in memory, :func:`ostl.tasks.from_tensors`).
 
     Raises:
         CheckpointError: no such model, an unreadable file, or weights that do not fit.
     """
     path, tensors, _, cfg = _open(run, which)
-    return _build(path, tensors, cfg, None, device), cfg
+    return _build(path, tensors, cfg, task, device), cfg
 
 
 @dataclass
@@ -255,6 +264,7 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
     threads: int | None = None,
+    task: Task | None = None,
 ) -> Evaluation:
     """The task's metric on ``split`` of a run's saved model (see :func:`load`).
 
@@ -262,11 +272,12 @@ def evaluate_model(
     unless ``batch_size`` is given): for ``which="best"`` and ``split="test"`` it recomputes
     ``RunResult.test_metric``, for ``which="last"`` its ``final_test_metric``. ``threads``
     sets torch's CPU threads (as the run did with ``cfg.threads``; None: leave them).
+    ``task``: the run's task, already built (default: rebuilt from the configuration).
     """
     if threads is not None:
         torch.set_num_threads(threads)
     path, tensors, meta, cfg = _open(run, which)
-    task = get_task(cfg.task, **cfg.task_options)
+    task = task or get_task(cfg.task, **cfg.task_options)
     net = _build(path, tensors, cfg, task, device)
     batch = batch_size or cfg.batch_size or task.defaults.batch_size
     value = evaluate(net, task, task.check_split(split), batch)

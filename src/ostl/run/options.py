@@ -126,7 +126,12 @@ def _argparse_kind(f: Field[Any]) -> dict[str, Any]:
     if kind is not str:
         raise TypeError(f"TrainConfig.{f.name}: no command-line option for a {kind.__name__}")
     out: dict[str, Any] = {"choices": meta["choices"]} if "choices" in meta else {}
-    return {**out, "type": str.lower} if meta.get("lower") else out
+    return {**out, "type": _registry_name} if meta.get("lower") else out
+
+
+def _registry_name(s: str) -> str:
+    """A registry name, lowercased; a ``module:attribute`` path keeps its case."""
+    return s if ":" in s else s.lower()
 
 
 def add_config_options(p: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:

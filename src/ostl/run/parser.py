@@ -13,10 +13,11 @@ import textwrap
 from typing import Any
 
 from .._version import __version__
+from ..interop.nir import DEFAULT_DT
 from .compare import DEFAULT_RULES
 from .demo import DemoConfig
 from .logs import LOG_EVERY
-from .options import add_config_options, non_negative, positive
+from .options import _positive_float, add_config_options, non_negative, positive
 from .resume import RunOptions
 
 __all__ = ["build_parser", "DESCRIPTION", "EXAMPLES"]
@@ -39,6 +40,7 @@ examples:
   ostl train --out runs/x --tensorboard      also TensorBoard events in runs/x/tb
   ostl evaluate runs/x --which last          the test metric of the saved weights
   ostl compare --task digits --rules bptt,ostl,osttp --quick
+  ostl export-nir runs/x model.nir           a LIF network as NIR, for neuromorphic hardware
 
 'ostl COMMAND --help' lists a command's options with their defaults.
 """
@@ -102,6 +104,32 @@ def _add_evaluate(sub: Any) -> None:
     e.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     e.add_argument("--batch-size", type=positive, help="sequences per batch (default: the run's)")
     e.add_argument("--threads", type=positive, help="torch CPU threads (default: the run's)")
+
+
+def _add_export_nir(sub: Any) -> None:
+    e = sub.add_parser(
+        "export-nir",
+        help="a run's trained LIF network as a NIR file, for neuromorphic hardware and simulators",
+    )
+    e.add_argument("run", metavar="RUN_DIR", help="a run folder (or a model .safetensors file)")
+    e.add_argument(
+        "out", metavar="OUT.nir", help="the NIR file to write (HDF5; replaced if it exists)"
+    )
+    e.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="best: model.safetensors, the best validation epoch's weights; last: "
+        "model-last.safetensors, the latest weights (default: %(default)s)",
+    )
+    e.add_argument(
+        "--dt",
+        type=_positive_float,
+        default=DEFAULT_DT,
+        metavar="SECONDS",
+        help="the time step that one step of the network stands for, the step to simulate the "
+        "graph with (snnTorch reads NIR with 1e-4) (default: %(default)s)",
+    )
 
 
 def _add_run_options(t: argparse.ArgumentParser) -> None:
@@ -193,4 +221,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_compare(sub)
+    _add_export_nir(sub)
     return p

@@ -27,6 +27,7 @@ from ..errors import OSTLError
 __all__ = [
     "Batch",
     "MissingDependencyError",
+    "DataNotFoundError",
     "require",
     "cache_dir",
     "preparing",
@@ -63,6 +64,11 @@ Targets = Tensor | Sequence[Tensor | None]
 
 class MissingDependencyError(OSTLError, ImportError):
     """A task needs a package that is not installed."""
+
+
+class DataNotFoundError(OSTLError, FileNotFoundError):
+    """A task's data files are not where it looks: the message names the files, the folders
+    searched and where to get them (nothing is ever downloaded)."""
 
 
 class Batch(NamedTuple):
