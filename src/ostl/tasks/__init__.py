@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import OptionError
-from .base import Defaults, Task, build_network
+from .base import Defaults, IndexedTask, Task, build_network
 from .chorales import Chorales
 from .custom import TensorTask, from_dataloader, from_tensors
 from .data import Batch, MissingDependencyError
@@ -55,6 +55,7 @@ from .spoken_digits import SpokenDigits
 __all__ = [
     "TASKS",
     "Task",
+    "IndexedTask",
     "Batch",
     "Defaults",
     "Metric",

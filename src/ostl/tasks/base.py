@@ -8,6 +8,7 @@ plus the task name reproduce the data exactly.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -17,10 +18,10 @@ import torch
 from ..cells import CELLS
 from ..layer import Layer, Network, Readout
 from ..losses import Loss
-from .data import Batch
+from .data import Batch, batch_slices
 from .metrics import Metric
 
-__all__ = ["Task", "Defaults", "SPIKING_CELLS", "build_network"]
+__all__ = ["Task", "IndexedTask", "Defaults", "SPIKING_CELLS", "build_network"]
 
 #: Registry names of the cells whose output is a spike train (``Cell.spiking``): a raster plot
 #: shows them, and the layers above them take spike input. Derived from the cell registry.
@@ -171,3 +172,28 @@ class Task(abc.ABC):
         if split not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         return split
+
+
+@dataclass
+class IndexedTask(Task):
+    """A task whose splits are held in memory and batched by index: a subclass gives the size
+    of each split and the batch of some of its samples; shuffling and batching are here."""
+
+    @abc.abstractmethod
+    def split_size(self, split: str) -> int:
+        """Samples in ``split`` ("train", "valid" or "test")."""
+
+    @abc.abstractmethod
+    def make_batch(self, split: str, idx: torch.Tensor) -> Batch:
+        """The batch of the samples ``idx`` (int64 indices) of ``split``."""
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        for idx in batch_slices(self.split_size("train"), batch_size, generator):
+            yield self.make_batch("train", idx)
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
+        for idx in batch_slices(self.split_size(self.check_split(split)), batch_size):
+            yield self.make_batch(split, idx)
+
+    def num_train_batches(self, batch_size: int) -> int:
+        return math.ceil(self.split_size("train") / batch_size)

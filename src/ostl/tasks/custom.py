@@ -42,8 +42,7 @@ mypkg.data:make_task``, see :func:`ostl.tasks.get_task`); otherwise pass the tas
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -51,8 +50,8 @@ import torch
 from torch import Tensor
 
 from ..errors import DTypeError, OptionError, ShapeError, TargetError, check_finite
-from .base import Defaults, Task
-from .data import Batch, batch_slices, one_hot, step_targets
+from .base import Defaults, IndexedTask
+from .data import Batch, one_hot, step_targets
 from .losses import cross_entropy, mse
 from .metrics import MeanSquaredError, Metric, SequenceAccuracy, StepAccuracy
 
@@ -64,7 +63,7 @@ DEFAULTS = Defaults(cell="lstm", hidden=(64,), epochs=10, batch_size=32, lr=2e-3
 SPLITS = ("train", "valid", "test")
 
 
-class TensorTask(Task):
+class TensorTask(IndexedTask):
     """A task over sequences held in memory; built by :func:`from_tensors` (see the module).
 
     It has no options of its own (its configuration records none).
@@ -126,23 +125,12 @@ class TensorTask(Task):
             return MeanSquaredError()
         return StepAccuracy() if self.per_step else SequenceAccuracy()
 
-    def _batch(self, split: str, idx: Tensor) -> Batch:
+    def make_batch(self, split: str, idx: Tensor) -> Batch:
         xs, ys = self.data[split]
         xs, ys = xs[:, idx], ys[:, idx] if self.per_step else ys[idx]
         if self.kind == "classification":  # float one-hot targets, as every rule takes them
             ys = one_hot(ys, self.n_out, xs.dtype)
         return Batch(xs, ys if self.per_step else step_targets(ys, len(xs), self.targets_at))
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        for idx in batch_slices(self.split_size("train"), batch_size, generator):
-            yield self._batch("train", idx)
-
-    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
-        for idx in batch_slices(self.split_size(self.check_split(split)), batch_size):
-            yield self._batch(split, idx)
-
-    def num_train_batches(self, batch_size: int) -> int:
-        return math.ceil(self.split_size("train") / batch_size)
 
 
 # -- checks ------------------------------------------------------------------------------

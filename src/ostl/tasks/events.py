@@ -36,10 +36,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import math
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -49,11 +48,10 @@ import torch
 from torch import Tensor
 
 from ..errors import OptionError, TargetError
-from .base import Task
+from .base import IndexedTask
 from .data import (
     Batch,
     DataNotFoundError,
-    batch_slices,
     cache_dir,
     one_hot,
     preparing,
@@ -168,7 +166,7 @@ def cached(path: Path, build: Callable[[Path], EventFrames]) -> EventFrames:
 
 
 @dataclass
-class EventTask(Task):
+class EventTask(IndexedTask):
     """An event data set binned into ``steps`` frames, one class per sample (see the module
     docstring); subclasses name the files and read them through Tonic.
 
@@ -344,21 +342,10 @@ class EventTask(Task):
     def metric(self) -> Metric:
         return SequenceAccuracy()
 
-    def _batch(self, split: str, idx: Tensor) -> Batch:
+    def make_batch(self, split: str, idx: Tensor) -> Batch:
         frames, pos = self._data[split]
         chosen = pos[idx.numpy()]
         xs = frames.dense(chosen, self.steps, self.n_in, self.binary)
         labels = torch.from_numpy(frames.labels[chosen])
         k = self.n_classes
         return Batch(xs, one_hot(labels, k).expand(self.steps, len(labels), k))
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        for idx in batch_slices(self.split_size("train"), batch_size, generator):
-            yield self._batch("train", idx)
-
-    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
-        for idx in batch_slices(self.split_size(self.check_split(split)), batch_size):
-            yield self._batch(split, idx)
-
-    def num_train_batches(self, batch_size: int) -> int:
-        return math.ceil(self.split_size("train") / batch_size)

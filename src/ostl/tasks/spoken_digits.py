@@ -38,10 +38,8 @@ less (see ``ostl compare --task spoken-digits --cell snu``).
 from __future__ import annotations
 
 import importlib.metadata
-import math
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -52,8 +50,8 @@ from torch import Tensor
 from ..errors import OptionError
 from .audio.cochlea import Cochlea
 from .audio.synth import ACCENTS, SAMPLE_RATE, VARIANTS, Voice, espeak, synthesize
-from .base import Defaults, Task
-from .data import Batch, batch_slices, cache_dir, one_hot, preparing
+from .base import Defaults, IndexedTask
+from .data import Batch, cache_dir, one_hot, preparing
 from .losses import cross_entropy
 from .metrics import Metric, SequenceAccuracy
 
@@ -181,7 +179,7 @@ def _espeak_version() -> str:
 
 
 @dataclass
-class SpokenDigits(Task):
+class SpokenDigits(IndexedTask):
     """Spoken digits by synthetic speakers, as cochlea spikes; see the module docstring.
 
     Args:
@@ -320,20 +318,9 @@ class SpokenDigits(Task):
     def metric(self) -> Metric:
         return SequenceAccuracy()
 
-    def _batch(self, spikes: Tensor, labels: Tensor) -> Batch:
+    def make_batch(self, split: str, idx: Tensor) -> Batch:
+        spikes, labels = self._data[split]
+        spikes, labels = spikes[:, idx], labels[idx]
         on = sounding(spikes)
         targets = one_hot(labels, 10).expand(self.steps, len(labels), 10) * on.unsqueeze(-1)
         return Batch(spikes.float(), targets, on)
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-        spikes, labels = self._data["train"]
-        for idx in batch_slices(len(labels), batch_size, generator):
-            yield self._batch(spikes[:, idx], labels[idx])
-
-    def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
-        spikes, labels = self._data[self.check_split(split)]
-        for idx in batch_slices(len(labels), batch_size):
-            yield self._batch(spikes[:, idx], labels[idx])
-
-    def num_train_batches(self, batch_size: int) -> int:
-        return math.ceil(self.split_size("train") / batch_size)
