@@ -199,6 +199,7 @@ def test_gain_leak_and_recurrent_bias_are_folded_exactly() -> None:
 def _run_torch(module: torch.nn.Module, xs: Tensor) -> tuple[Tensor, list[Tensor]]:
     """The outputs and every spiking layer's spikes of an imported graph over ``xs``."""
     snn = pytest.importorskip("snntorch", reason="the snnTorch comparison needs snntorch")
+    pytest.importorskip("nirtorch", reason="snnTorch's NIR import needs nirtorch")
     spikes: dict[str, list[Tensor]] = {}
     hooks = [
         m.register_forward_hook(lambda _m, _i, out, k=name: spikes.setdefault(k, []).append(out))
@@ -228,6 +229,7 @@ def _assert_runs_like(net: Network, module: torch.nn.Module) -> None:
 @pytest.mark.parametrize("hidden", [(7,), (7, 6)], ids=["1-hidden", "2-hidden"])
 def test_snntorch_import_runs_the_exported_network(hidden: tuple[int, ...], tmp_path: Path) -> None:
     pytest.importorskip("snntorch", reason="the snnTorch comparison needs snntorch")
+    pytest.importorskip("nirtorch", reason="snnTorch's NIR import needs nirtorch")
     from snntorch.import_nir import import_from_nir
 
     net = dyadic_lif_net(hidden, recurrent=False)
@@ -245,6 +247,7 @@ def _snntorch_neurons() -> dict[type, Any]:
 @pytest.mark.parametrize("hidden", [(7,), (7, 6)], ids=["1-hidden", "2-hidden"])
 def test_recurrent_graph_runs_in_nirtorch_with_snntorch_neurons(hidden: tuple[int, ...]) -> None:
     pytest.importorskip("snntorch", reason="the snnTorch comparison needs snntorch")
+    pytest.importorskip("nirtorch", reason="snnTorch's NIR import needs nirtorch")
     import nirtorch
 
     net = dyadic_lif_net(hidden, recurrent=True)
@@ -258,6 +261,7 @@ def test_recurrent_graph_runs_in_nirtorch_with_snntorch_neurons(hidden: tuple[in
 )
 def test_snntorch_import_of_a_recurrent_graph() -> None:
     pytest.importorskip("snntorch", reason="the snnTorch comparison needs snntorch")
+    pytest.importorskip("nirtorch", reason="snnTorch's NIR import needs nirtorch")
     from snntorch.import_nir import import_from_nir
 
     net = dyadic_lif_net((7,), recurrent=True)
@@ -267,6 +271,7 @@ def test_snntorch_import_of_a_recurrent_graph() -> None:
 @pytest.mark.filterwarnings("ignore:nirtorch.extract_nir_graph:DeprecationWarning")
 def test_snntorch_export_runs_in_ostl(tmp_path: Path) -> None:
     snn = pytest.importorskip("snntorch", reason="the snnTorch comparison needs snntorch")
+    pytest.importorskip("nirtorch", reason="snnTorch's NIR import needs nirtorch")
     import snntorch.utils
     from snntorch.export_nir import export_to_nir
 
