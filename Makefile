@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Tests run in 2 worker processes (the machine has 2 cores), one thread each.
 PYTEST_WORKERS ?= 2
 
-.PHONY: run results test test-slow lint install clean
+.PHONY: run results test test-slow lint install clean gpu-check
 
 # Every install takes the versions of constraints.txt (torch 2.13.0: the CPU wheel on this
 # machine). Two packages go in with --no-deps, their declared dependencies being wrong for us:
@@ -38,6 +38,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
+
+# The tests marked gpu (CUDA against the CPU, every task trained on CUDA), with a summary in
+# $(GPU_CHECK_OUT); without a CUDA device it says so and succeeds.
+GPU_CHECK_OUT ?= runs/gpu-check.txt
+gpu-check: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py --out $(GPU_CHECK_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -22,6 +22,8 @@ Device model (per weight, a differential pair of PCM devices, conductances in µ
   (input quantisation ``inp_res``, output noise ``out_noise``, output quantisation ``out_res``,
   bounds and noise/bound management) on the normalised conductances (g⁺ - g⁻)/g_max.
 
+The simulation runs on the CPU: a network on another device is refused when it is mapped.
+
 Not simulated: tiling into 256×256 arrays (each matrix is one crossbar, however large),
 device-to-device variation of g_max, conductance saturation effects beyond clipping, IR drop,
 and drift *during* training (devices drift only after training, from t = 0 at its end).
@@ -36,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UnsupportedError
 from ..layer import Layer, Network, Readout
 
 __all__ = [
@@ -157,12 +160,17 @@ class PCMCrossbar:
     is the layer's own parameter, see :mod:`ostl.hardware.update`).
 
     Args:
-        weight: the weights to program (a full write of every device).
+        weight: the weights to program (a full write of every device), on the CPU.
         config: the device and periphery options.
         w_max: the weight that maps to g_max (None: ``config.headroom · max|weight|``).
     """
 
     def __init__(self, weight: Tensor, config: PCMConfig, w_max: float | None = None) -> None:
+        if weight.device.type != "cpu":
+            raise UnsupportedError(
+                f"PCM crossbars are simulated on the CPU, got weights on {weight.device}: "
+                "map a network that is on the CPU (net.to('cpu'))"
+            )
         require_aihwkit()
         self.config = config
         self.rpu = config.rpu_config()

@@ -27,7 +27,9 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
     """The task's metric of ``net`` on ``split`` (a plain forward pass, the same for all rules).
 
     Each batch is one :meth:`Network.unroll`; the state carries over to the next batch where
-    the task's batches continue a stream (``batch.reset`` false).
+    the task's batches continue a stream (``batch.reset`` false). Each batch goes to the
+    network's device first (:meth:`~ostl.tasks.data.Batch.to`: on CUDA, asynchronous copies
+    from pinned memory), so the metric meets outputs and targets on the same device.
 
     In a process group it is a collective: every rank must call it; each evaluates its shard
     of every batch and the metric's sums are all-reduced.
@@ -40,7 +42,8 @@ def evaluate(net: Network, task: Task, split: str, batch_size: int) -> float:
             continue
         if batch.reset:
             state = None  # unroll starts from the resting state
-        ys, state = net.unroll(batch.xs.to(net.device), state)
+        batch = batch.to(net.device)
+        ys, state = net.unroll(batch.xs, state)
         metric.update(ys, batch)
     dist.reduce_metric(metric)
     return metric.value()

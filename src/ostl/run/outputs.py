@@ -134,7 +134,7 @@ def raster(net: Network, task: Task, cfg: TrainConfig, path: Path) -> Path | Non
         return None
     batch = next(iter(task.eval_batches("test", 1)))
     with torch.no_grad():
-        outs, _ = net.unroll(batch.xs.to(net.device), per_layer=True)
+        outs, _ = net.unroll(batch.to(net.device).xs, per_layer=True)
     idx = [i for i, layer in enumerate(net.layers) if isinstance(layer, Layer)]
     return plots.spike_raster(
         batch.xs[:, 0],

@@ -56,7 +56,9 @@ class Stopped(Exception):  # noqa: N818 - a signal, not an error
 
 
 def to_device(batch: Batch, dev: torch.device) -> tuple[Tensor, list[Tensor | None]]:
-    return batch.xs.to(dev), [None if t is None else t.to(dev) for t in as_list(batch.targets)]
+    """The inputs and the per-step targets of ``batch`` on ``dev`` (:meth:`Batch.to`)."""
+    placed = batch.to(dev)
+    return placed.xs, as_list(placed.targets)
 
 
 class Epoch:
@@ -93,7 +95,8 @@ class Epoch:
         for b, batch in enumerate(batches):
             if b < self.batch:  # trained before the checkpoint: generated (same RNG), skipped
                 continue
-            xs, targets = to_device(batch, dev)
+            batch = batch.to(dev)  # on CUDA: asynchronous copies from pinned memory
+            xs, targets = batch.xs, as_list(batch.targets)
             t0 = self.t
             with self.timer:
                 if t0 == 0 and (batch.reset or b == 0):

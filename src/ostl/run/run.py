@@ -1,6 +1,9 @@
 """A training run (:class:`Run`) and its collaborators, each with one concern.
 
-- :func:`place`: torch's CPU threads and the device (under torchrun, this rank's GPU);
+- :func:`place`: torch's CPU threads and the device (under torchrun, this rank's GPU); the
+  network lives there, and every batch is moved there before it meets the network
+  (:meth:`ostl.tasks.data.Batch.to`, in :class:`~.resume.Epoch` and
+  :func:`~.evaluate.evaluate`: on CUDA, asynchronous copies from pinned memory);
 - :class:`DataParallel`: this process's rank in a data-parallel run (batch check, sharding,
   gathering every rank's state for a checkpoint);
 - :class:`Hardware`: the PCM crossbars of a ``hardware="pcm"`` run (a no-op for digital runs);
@@ -104,6 +107,16 @@ class Hardware:
     """The PCM crossbars of a run (``cfg.hardware == "pcm"``, :mod:`ostl.hardware`); digital
     runs have none and every method does nothing."""
 
+    @staticmethod
+    def check_device(cfg: TrainConfig, device: torch.device) -> None:
+        """Refuse a PCM run on another device than the CPU, before the run folder is written:
+        the crossbars (their conductances and aihwkit's tiles) are simulated on the CPU."""
+        if cfg.hardware is not None and device.type != "cpu":
+            raise OptionError(
+                f"--hardware {cfg.hardware} runs on the CPU only (the crossbars are simulated "
+                f"there), not on device {cfg.device!r}: use --device cpu"
+            )
+
     def __init__(self, cfg: TrainConfig, options: RunOptions, parallel: DataParallel) -> None:
         self.cfg = cfg
         self.session: HardwareSession | None = None
@@ -164,6 +177,7 @@ class Run:
         self.out = Path(out) if out is not None else None
         self.parallel = parallel = DataParallel()
         device = place(cfg, parallel)
+        Hardware.check_device(cfg, device)
         self.folder = RunFolder(self.out, writes=parallel.is_main)
         self.folder.create()  # now: an unwritable folder fails before anything else
         self.folder.remove_temps()  # of a writer killed mid-write (this process holds the lock)

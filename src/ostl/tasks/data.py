@@ -4,6 +4,9 @@ and the message of a one-time data preparation (:func:`preparing`).
 Time-major tensors everywhere: a batch of inputs is ``xs`` (T, B, N) and its targets ``(T, B, K)``
 (float: one-hot vectors for classes, so target-projection rules such as OSTTP can use them), or a
 length-T list whose entries are ``(B, K)`` tensors or ``None`` at steps without a target.
+
+Tasks yield their batches on the CPU; :meth:`Batch.to` puts one where the network lives (the
+one place a batch is moved: training, evaluation and the metrics all go through it).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ __all__ = [
     "batch_slices",
     "step_targets",
     "OneHotSteps",
+    "transfer",
 ]
 
 
@@ -57,6 +61,11 @@ class OneHotSteps(Sequence[Tensor]):
 
     def __getitem__(self, t: int) -> Tensor:  # type: ignore[override]
         return one_hot(self.labels[t], self.n, self.dtype)
+
+    def to(self, device: torch.device | str) -> OneHotSteps:
+        """The same targets with their labels on ``device`` (see :func:`transfer`)."""
+        labels = transfer(self.labels, device)
+        return self if labels is self.labels else OneHotSteps(labels, self.n, self.dtype)
 
 
 Targets = Tensor | Sequence[Tensor | None]
@@ -87,6 +96,43 @@ class Batch(NamedTuple):
     targets: Targets
     mask: Tensor | None = None
     reset: bool = True
+
+    def to(self, device: torch.device | str) -> Batch:
+        """This batch with its inputs, targets and mask on ``device`` (``reset`` kept).
+
+        Targets keep their form: a tensor, a list with its None entries, or
+        :class:`OneHotSteps` (its labels moved). Tensors already on ``device`` are not copied
+        (a batch already there keeps its tensors). On CUDA, every copy is asynchronous
+        (``non_blocking``) from pinned memory: see :func:`transfer`.
+        """
+        device = torch.device(device)
+        targets: Targets
+        if isinstance(self.targets, Tensor):
+            targets = transfer(self.targets, device)
+        elif isinstance(self.targets, OneHotSteps):
+            targets = self.targets.to(device)
+        else:
+            targets = [None if t is None else transfer(t, device) for t in self.targets]
+        mask = None if self.mask is None else transfer(self.mask, device)
+        return Batch(transfer(self.xs, device), targets, mask, self.reset)
+
+
+def transfer(t: Tensor, device: torch.device | str) -> Tensor:
+    """``t`` on ``device``: ``t`` itself if it is there already, else a copy.
+
+    From the CPU to a CUDA device the copy is asynchronous (``non_blocking=True``) from pinned
+    (page-locked) memory: ``t`` is first copied to pinned memory unless it is pinned already
+    (e.g. by a DataLoader with ``pin_memory=True``), so that the host goes on queueing work
+    while the copy runs, and the pinned buffer stays valid until the copy is done (PyTorch's
+    pinned-memory allocator keeps it until then). Other moves are ordinary copies.
+    """
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        pinned = t if t.is_pinned() else t.pin_memory()
+        return pinned.to(device, non_blocking=True)
+    return t.to(device)
 
 
 def require(module: str, package: str) -> ModuleType:

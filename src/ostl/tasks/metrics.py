@@ -2,6 +2,10 @@
 
 A metric counts the (step, sample) pairs that have a target and, when the batch has a mask,
 are inside it (padded steps of variable-length sequences are not).
+
+A metric is computed where the outputs are: a batch on another device (the CPU batches of a
+task, against a network on a GPU) is moved there first (:meth:`~.data.Batch.to`), and each
+update reads its sums back once (one host synchronisation per batch), in float64.
 """
 
 from __future__ import annotations
@@ -12,24 +16,34 @@ import math
 import torch
 from torch import Tensor
 
-from .data import Batch, OneHotSteps, as_list
+from .data import Batch, OneHotSteps, as_list, transfer
 
 __all__ = ["Metric", "SequenceAccuracy", "StepAccuracy", "MeanSquaredError", "FrameNLL", "TokenNLL"]
 
 
-def _weights(batch: Batch, T: int, B: int) -> tuple[Tensor, list[Tensor | None]]:
-    """(T, B) float weights of the pairs that count, and the per-step targets."""
-    targets = as_list(batch.targets)
-    has = torch.tensor([t is not None for t in targets], dtype=torch.float64)
-    w = has.view(T, 1).expand(T, B).clone()
+def _weights(batch: Batch, T: int, B: int, device: torch.device) -> Tensor:
+    """(T, B) float64 weights on ``device`` of the pairs that count."""
+    if isinstance(batch.targets, Tensor | OneHotSteps):  # a target at every step
+        w = torch.ones(T, B, dtype=torch.float64, device=device)
+    else:
+        has = torch.tensor([t is not None for t in batch.targets], dtype=torch.float64)
+        w = transfer(has, device).view(T, 1).expand(T, B)
     if batch.mask is not None:
-        w = w * batch.mask.to(torch.float64).cpu()
-    return w, targets
+        w = w * batch.mask.to(torch.float64)
+    return w
 
 
-def _stack(targets: list[Tensor | None], like: Tensor) -> Tensor:
-    """Targets as one (T, B, K) tensor, zeros where a step has none."""
-    return torch.stack([torch.zeros_like(like[0]) if t is None else t for t in targets])
+def _stack(batch: Batch, like: Tensor) -> Tensor:
+    """The targets as one (T, B, K) tensor on ``like``'s device, zeros where a step has none."""
+    targets = batch.targets
+    if isinstance(targets, Tensor):
+        return targets
+    return torch.stack([torch.zeros_like(like[0]) if t is None else t for t in as_list(targets)])
+
+
+def _read(*sums: Tensor) -> list[float]:
+    """The values of 0-dim tensors, read back together (one host synchronisation)."""
+    return [float(v) for v in torch.stack([s.double() for s in sums]).tolist()]
 
 
 class Metric(abc.ABC):
@@ -58,14 +72,14 @@ class SequenceAccuracy(Metric):
 
     def update(self, ys: Tensor, batch: Batch) -> None:
         T, B, _ = ys.shape
-        w, targets = _weights(batch, T, B)
-        tg = _stack(targets, ys).double().cpu()
-        w = w.unsqueeze(-1)
-        logits = (ys.double().cpu() * w).sum(0)
-        labels = (tg * w).sum(0).argmax(-1)
+        batch = batch.to(ys.device)
+        w = _weights(batch, T, B, ys.device).unsqueeze(-1)
+        logits = (ys.double() * w).sum(0)
+        labels = (_stack(batch, ys).double() * w).sum(0).argmax(-1)
         counted = w.sum(0).squeeze(-1) > 0
-        self.correct += int(((logits.argmax(-1) == labels) & counted).sum())
-        self.total += int(counted.sum())
+        correct, total = _read(((logits.argmax(-1) == labels) & counted).sum(), counted.sum())
+        self.correct += int(correct)
+        self.total += int(total)
 
     def value(self) -> float:
         return self.correct / self.total if self.total else math.nan
@@ -82,11 +96,12 @@ class StepAccuracy(Metric):
 
     def update(self, ys: Tensor, batch: Batch) -> None:
         T, B, _ = ys.shape
-        w, targets = _weights(batch, T, B)
-        tg = _stack(targets, ys).cpu()
-        hit = (ys.cpu().argmax(-1) == tg.argmax(-1)).double()
-        self.correct += float((hit * w).sum())
-        self.total += float(w.sum())
+        batch = batch.to(ys.device)
+        w = _weights(batch, T, B, ys.device)
+        hit = (ys.argmax(-1) == _stack(batch, ys).argmax(-1)).double()
+        correct, total = _read((hit * w).sum(), w.sum())
+        self.correct += correct
+        self.total += total
 
     def value(self) -> float:
         return self.correct / self.total if self.total else math.nan
@@ -103,11 +118,13 @@ class MeanSquaredError(Metric):
         self.count = 0.0
 
     def update(self, ys: Tensor, batch: Batch) -> None:
-        T, B, K = ys.shape
-        w, targets = _weights(batch, T, B)
-        err = ((ys.double() - _stack(targets, ys).double()) ** 2).mean(-1).cpu()
-        self.sum += float((err * w).sum())
-        self.count += float(w.sum())
+        T, B, _ = ys.shape
+        batch = batch.to(ys.device)
+        w = _weights(batch, T, B, ys.device)
+        err = ((ys.double() - _stack(batch, ys).double()) ** 2).mean(-1)
+        total, count = _read((err * w).sum(), w.sum())
+        self.sum += total
+        self.count += count
 
     def value(self) -> float:
         return self.sum / self.count if self.count else math.nan
@@ -128,13 +145,14 @@ class FrameNLL(Metric):
 
     def update(self, ys: Tensor, batch: Batch) -> None:
         T, B, _ = ys.shape
-        w, targets = _weights(batch, T, B)
-        tg = _stack(targets, ys)
+        batch = batch.to(ys.device)
+        w = _weights(batch, T, B, ys.device)
         nll = torch.nn.functional.binary_cross_entropy_with_logits(
-            ys.double(), tg.double(), reduction="none"
+            ys.double(), _stack(batch, ys).double(), reduction="none"
         )
-        self.sum += float((nll.sum(-1).cpu() * w).sum())
-        self.count += float(w.sum())
+        total, count = _read((nll.sum(-1) * w).sum(), w.sum())
+        self.sum += total
+        self.count += count
 
     def value(self) -> float:
         return self.sum / self.count if self.count else math.nan
@@ -157,18 +175,17 @@ class TokenNLL(Metric):
 
     def update(self, ys: Tensor, batch: Batch) -> None:
         T, B, _ = ys.shape
+        batch = batch.to(ys.device)
         logp = torch.log_softmax(ys.double(), -1)
+        w = _weights(batch, T, B, ys.device)
         if isinstance(batch.targets, OneHotSteps):  # labels at every step: no one-hot needed
-            labels = batch.targets.labels.to(ys.device)
-            nll = -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1).cpu()
-            w = torch.ones(T, B, dtype=torch.float64)
-            if batch.mask is not None:
-                w = w * batch.mask.to(torch.float64).cpu()
+            labels = batch.targets.labels.long()
+            nll = -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         else:
-            w, targets = _weights(batch, T, B)
-            nll = -(_stack(targets, ys).double() * logp).sum(-1).cpu()
-        self.sum += float((nll * w).sum())
-        self.count += float(w.sum())
+            nll = -(_stack(batch, ys).double() * logp).sum(-1)
+        total, count = _read((nll * w).sum(), w.sum())
+        self.sum += total
+        self.count += count
 
     def value(self) -> float:
         if not self.count:
