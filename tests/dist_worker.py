@@ -4,7 +4,8 @@
 runs every case of :data:`CASES` in 2 processes (gloo, float64; NCCL with ``cuda``), each rank
 on its slice of the global batch, and saves each rank's final weights (on the CPU) to
 ``OUT/rank{r}.pt``. The test runs the same cases in its own process with the whole batch and
-compares.
+compares. ``... tests/dist_worker.py OUT cpu modes`` runs the cases of :data:`MODES` instead
+(the options that all-reduce less often or in the background) and saves ``OUT/modes{r}.pt``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ CASES: dict[str, tuple[Any, int | None, bool, bool]] = {
     "rtrl": (lambda: RTRL(), 1, False, False),
     "snap": (lambda: SnAp(), 1, False, False),
     "dfa": (lambda: DFA(), 1, False, False),
+}
+
+
+#: name -> (rule factory, update_every, delayed_updates, same_target_steps)
+MODES: dict[str, tuple[Any, int, bool, bool]] = {
+    "ostl-every-3": (lambda: OSTL(recurrence="exact"), 3, False, False),
+    "osttp-every-4": (lambda: OSTTP(recurrence="exact"), 4, False, True),  # a partial window
+    "ostl-delayed": (lambda: OSTL(recurrence="exact"), 1, True, False),
+    "osttp-delayed": (lambda: OSTTP(recurrence="exact"), 1, True, True),
+    "eprop-delayed-every-4": (lambda: EProp(), 4, True, False),
+    "bptt-delayed-every-4": (lambda: BPTT(), 4, True, True),  # truncated BPTT, delayed
 }
 
 
@@ -84,6 +96,107 @@ def run_case(
             learner.step(x[s], None if tg is None else tg[s].to(device))
         learner.end_sequence()
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def mode_learner(name: str, parts: int = 1) -> tuple[ostl.Network, ostl.Learner]:
+    """A learner for MODES[name] (distributed with more than one part)."""
+    make_rule, every, delayed, aligned = MODES[name]
+    net = network()
+    learner = ostl.Learner(
+        net,
+        make_rule(),
+        loss_fn=cross_entropy,
+        optimizer=torch.optim.Adam(net.parameters(), lr=0.05),
+        update_every=every,
+        distributed=parts > 1,
+        same_target_steps=aligned,
+        delayed_updates=delayed,
+    )
+    return net, learner
+
+
+def run_mode(name: str, part: int = 0, parts: int = 1, resume_at: int | None = None) -> Any:
+    """Train on MODES[name] on shard ``part`` of ``parts``; the final weights.
+
+    ``resume_at=t``: at step t of the first sequence, continue in a new learner loaded from
+    the old one's ``state_dict()`` (with a gradient in flight, for delayed updates).
+    """
+    net, learner = mode_learner(name, parts)
+    s = dist.shard_range(B, part, parts)
+    for i, (xs, targets) in enumerate(data()):
+        learner.reset(s.stop - s.start)
+        for t, (x, tg) in enumerate(zip(xs, targets)):
+            if i == 0 and t == resume_at:
+                state = learner.state_dict()
+                net, learner = mode_learner(name, parts)
+                learner.load_state_dict(state)
+            learner.step(x[s], None if tg is None else tg[s])
+        learner.end_sequence()
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def delayed_reference(name: str) -> dict[str, torch.Tensor]:
+    """MODES[name] in one process with the whole batch, delayed by hand: the gradients of each
+    update window (the rule's runner, no Learner) are applied by ``torch.optim`` at the next
+    update, the last one at the end of the sequence; a window without a target steps nothing."""
+    make_rule, every, _, _ = MODES[name]
+    net = network()
+    runner = make_rule().bind(net)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    held: dict[str, torch.Tensor] | None = None  # the window in flight
+
+    def apply(grads: dict[str, torch.Tensor] | None) -> None:
+        if grads is not None:
+            for n, p in runner.params.items():
+                p.grad = grads[n]
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    def close(had_target: bool) -> None:  # an update: keep this window's, apply the last one's
+        nonlocal held
+        runner.flush()  # BPTT's backward pass over the window
+        grads = {n: runner.grad(n).clone() for n in runner.params} if had_target else None
+        runner.zero_grads()
+        apply(held)
+        held = grads
+
+    for xs, targets in data():
+        runner.reset(B)
+        since, had = 0, False
+        for x, tg in zip(xs, targets):
+            runner.step(x, tg, cross_entropy)
+            since, had = since + 1, had or tg is not None
+            if since == every:
+                close(had)
+                since, had = 0, False
+        if since:
+            close(had)  # end_sequence: the partial window's update ...
+        apply(held)  # ... and the gradient still in flight
+        held = None
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def reduce_in_buckets(part: int, parts: int, gather: bool) -> dict[str, Any]:
+    """DelayedGradients with 100-byte buckets, by all-gather or all-reduce: each rank's
+    gradients are r + 1 everywhere, weighted by local batches 3 and 2. The first exchange
+    applies nothing; the second the first's weighted mean (3·1 + 2·2) / 5 = 1.4 in every
+    element of every bucket; a third at the same step count (an empty window) applies the
+    second's, starting nothing."""
+    from ostl.delayed import DelayedGradients
+
+    net = network()
+    runner = OSTL().bind(net)
+    s = dist.shard_range(B, part, parts)
+    runner.reset(s.stop - s.start)
+    delayed = DelayedGradients(runner.params, parts > 1, bucket_bytes=100, gather=gather)
+    applied, means = [], []
+    for step in (1, 2, 2):
+        for n in runner.params:
+            runner.grad(n).fill_(part + 1.0)
+        applied.append(delayed.exchange(runner, True, step))
+        means.append({n: runner.grad(n).clone() for n in runner.params})
+    return {"applied": applied, "means": means, "buckets": len(delayed.buckets),
+            "in_flight": delayed.in_flight, "gather": delayed.gather}  # fmt: skip
 
 
 def run_uneven_targets(part: int, parts: int) -> dict[str, Any]:
@@ -136,10 +249,24 @@ def run_nan_on_one_rank(part: int, parts: int) -> dict[str, Any]:
             "weights": net.state_dict()}  # fmt: skip
 
 
-def main(out: str, device: str = "cpu") -> None:
+def main_modes(out: str) -> None:
+    """The cases of MODES on this rank's shard, and resumed from a mid-sequence state."""
+    r, w = dist.rank(), dist.world_size()
+    result: dict[str, Any] = {name: run_mode(name, r, w) for name in MODES}
+    result["resumed"] = {
+        n: run_mode(n, r, w, resume_at=3) for n in ("ostl-delayed", "osttp-every-4")
+    }
+    result["buckets"] = {g: reduce_in_buckets(r, w, g) for g in (True, False)}
+    result["learner_gathers"] = mode_learner("ostl-delayed", w)[1]._delayed.gather  # type: ignore[union-attr]
+    torch.save(result, Path(out) / f"modes{r}.pt")
+
+
+def main(out: str, device: str = "cpu", which: str = "cases") -> None:
     torch.set_num_threads(1)
     assert dist.init(device), "run me with torchrun"
     try:
+        if which == "modes":
+            return main_modes(out)
         r, w = dist.rank(), dist.world_size()
         dev = str(dist.local_device(torch.device(device)))
         result: dict[str, Any] = {name: run_case(name, r, w, dev) for name in CASES}

@@ -6,6 +6,7 @@ of start-up per launch, so one launch covers every rule.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -20,8 +21,19 @@ import ostl
 from ostl import distributed as dist
 from ostl.run.cli import main
 from ostl.tasks.data import Batch, OneHotSteps
+from ostl.tasks.losses import cross_entropy
 
-from .dist_worker import CASES, B, network, run_case
+from .dist_worker import (
+    CASES,
+    MODES,
+    B,
+    data,
+    delayed_reference,
+    mode_learner,
+    network,
+    run_case,
+    run_mode,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -294,3 +306,176 @@ def test_nccl_on_gpus_equals_one_process_on_the_cpu(tmp_path: Path) -> None:
         want = run_case(name)
         for k, w in want.items():
             torch.testing.assert_close(got[name][k], w, rtol=1e-9, atol=1e-9, msg=f"{name} {k}")
+
+
+# -- all-reduce less often (update_every=k) or in the background (delayed_updates) ---------
+@pytest.mark.slow  # one torchrun launch: 12-20 s on a loaded 2-core machine
+def test_two_processes_follow_one_with_update_every_k_or_delayed_updates(tmp_path: Path) -> None:
+    """float64, gloo, shards of 3 and 2: update_every=k (every rank sums k steps' gradients,
+    then one all-reduce) equals one process with the whole batch and update_every=k; delayed
+    updates equal one process with delayed updates, which equals the hand-written reference;
+    a learner rebuilt mid-sequence from ``state_dict()`` (a gradient in flight) continues as
+    the uninterrupted one; 100-byte buckets average exactly."""
+    status = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(ROOT / "tests" / "dist_worker.py"), str(tmp_path), "cpu", "modes"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"modes{r}.pt") for r in range(2)]
+    start = network().state_dict()
+    for name in MODES:
+        want = run_mode(name)  # one process, the whole batch, the same options
+        if MODES[name][2]:
+            for k, w in delayed_reference(name).items():
+                torch.testing.assert_close(want[k], w, rtol=1e-12, atol=1e-12, msg=k)
+        for k, w in want.items():
+            for r in range(2):
+                got = ranks[r][name][k]
+                torch.testing.assert_close(got, w, rtol=1e-12, atol=1e-12, msg=f"{name} {k} {r}")
+        assert max(float((want[k] - start[k]).abs().max()) for k in want) > 0.05, name
+    for name, weights in ranks[0]["resumed"].items():
+        for k, w in weights.items():
+            torch.testing.assert_close(w, ranks[0][name][k], rtol=0, atol=0, msg=f"{name} {k}")
+    for r in range(2):
+        assert ranks[r]["learner_gathers"]  # gloo, 2 processes: all-gather by default
+        for gather, got in ranks[r]["buckets"].items():
+            assert got["gather"] == gather
+            assert got["applied"] == [False, True, True] and not got["in_flight"]
+            assert got["buckets"] > 2  # the 6-5-3 network's gradients do not fit in 100 bytes
+            for means in got["means"][1:]:
+                assert {float(v.min()) for v in means.values()} == {1.4}
+                assert {float(v.max()) for v in means.values()} == {1.4}
+
+
+@pytest.mark.parametrize("name", [n for n in MODES if MODES[n][2]])
+def test_delayed_updates_in_one_process_equal_the_hand_written_reference(name: str) -> None:
+    """Each window's gradient applied at the next update (the last at end_sequence): the same
+    weights as the reference and as many optimizer steps as without the delay, yet another
+    trajectory than the default's."""
+    net, learner = mode_learner(name)
+    plain_net, plain = mode_learner(name)
+    plain = ostl.Learner(
+        plain_net, MODES[name][0](), loss_fn=plain.loss_fn, optimizer=plain.optimizer,
+        update_every=MODES[name][1],
+    )  # fmt: skip
+    for xs, targets in data():
+        for lr in (learner, plain):
+            lr.reset(B)
+            for x, tg in zip(xs, targets):
+                lr.step(x, tg)
+            lr.end_sequence()
+    want = delayed_reference(name)
+    for k, w in net.state_dict().items():
+        torch.testing.assert_close(w, want[k], rtol=1e-12, atol=1e-12, msg=k)
+    assert learner.updates == plain.updates > 2
+    gap = max(float((w - plain_net.state_dict()[k]).abs().max()) for k, w in want.items())
+    assert gap > 1e-3, "delayed updates must change the trajectory"
+
+
+def test_the_first_delayed_update_steps_nothing_and_end_sequence_applies_the_last() -> None:
+    net, learner = mode_learner("ostl-delayed")
+    xs, targets = data()[0]
+    learner.reset(B)
+    learner.step(xs[1], targets[1])
+    assert learner.updates == 0  # its gradient is in flight
+    learner.step(xs[2], targets[2])
+    assert learner.updates == 1
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    learner.end_sequence()
+    assert learner.updates == 2 and not all(
+        torch.equal(v, before[k]) for k, v in net.state_dict().items()
+    )
+    learner.end_sequence()  # nothing left in flight: nothing more
+    assert learner.updates == 2
+
+
+def test_delayed_updates_options_and_checkpoints_are_checked() -> None:
+    from ostl.delayed import DelayedGradients, buckets
+
+    net = network()
+    opt = torch.optim.Adam(net.parameters())
+    with pytest.raises(ostl.OptionError, match=r"needs update_every=k.*got None"):
+        ostl.Learner(net, "ostl", loss_fn=cross_entropy, optimizer=opt, update_every=None,
+                     delayed_updates=True)  # fmt: skip
+    with pytest.raises(ostl.OptionError, match="delayed_updates=True and unlocked=True"):
+        ostl.Learner(net, "osttp", loss_fn=cross_entropy, optimizer=opt, unlocked=True,
+                     delayed_updates=True)  # fmt: skip
+    with pytest.raises(ostl.OptionError, match="bucket_bytes must be a positive int, got 0"):
+        DelayedGradients(dict(net.named_parameters()), False, bucket_bytes=0)
+    _, delayed = mode_learner("ostl-delayed")
+    _, plain = mode_learner("ostl-every-3")
+    plain = ostl.Learner(plain.net, "ostl", loss_fn=cross_entropy, optimizer=plain.optimizer)
+    with pytest.raises(ostl.CheckpointError, match="delayed_updates=True, this one False"):
+        plain.load_state_dict(delayed.state_dict())
+    with pytest.raises(ostl.CheckpointError, match="delayed_updates=False, this one True"):
+        delayed.load_state_dict(plain.state_dict())
+    # consecutive parameters up to the limit; one larger than it alone
+    assert buckets([10, 10, 30, 5], 4, 80) == [slice(0, 2), slice(2, 3), slice(3, 4)]
+    assert buckets([3], 8, 1) == [slice(0, 1)]
+
+
+def test_bench_modes_report_median_speedups_and_scaling_efficiency() -> None:
+    from benchmarks.distributed import markdown, parse_mode
+
+    assert [parse_mode(m) for m in ("sync", "delayed", "every8", "delayed-every4")] == [
+        (1, False), (1, True), (8, False), (4, True)
+    ]  # fmt: skip
+    for bad in ("every0", "async", "delayed-sync"):
+        with pytest.raises(argparse.ArgumentTypeError, match="unknown mode"):
+            parse_mode(bad)
+    rows = [
+        {"rule": "ostl", "mode": mode, "processes": n, "round": rnd, "batch": 64, "steps": 3,
+         "sequences": 2, "local_batch": 64 // n, "allreduce_ms": 2.0 if n > 1 else None,
+         "samples_per_s": base * (speed if n > 1 else 1.0), "sample_steps_per_s": 1.0}
+        for mode, base, speeds in (("sync", 100.0, (0.6, 0.7, 0.8)),
+                                   ("every8", 120.0, (1.2, 1.4, 1.5)))
+        for rnd, speed in enumerate(speeds) for n in (1, 2)
+    ]  # fmt: skip
+    meta = {"date": "today", "cpu": "a CPU", "usable_cores": 2, "torch": "2", "commit": "abc"}
+    text = markdown(rows, meta, "python -m benchmarks.distributed --rounds 3")
+    assert "3 round(s)" in text and "**every8**: update_every=8: each process sums" in text
+    assert "| ostl | 2 | 32 | 70.0 | 1 | 0.70× (0.60–0.80) | 2.00 ms | 35% | 0.70× |" in text
+    assert "| ostl | 2 | 32 | 168.0 | 1 | 1.40× (1.20–1.50) | 2.00 ms | 70% | 1.68× |" in text
+    assert "| ostl | 1 | 64 | 120.0 | 1 | 1.00× (1.00–1.00) | – | 100% | 1.20× |" in text
+
+
+class _Grads:
+    """What DelayedGradients reads of a runner (grads, batch_size, grad, zero_grads), for
+    parameters of mixed dtypes that no rule's runner holds."""
+
+    def __init__(self, params: dict[str, torch.Tensor]) -> None:
+        self.params, self.batch_size = params, 4
+        self.held: dict[str, torch.Tensor | None] = dict.fromkeys(params)
+
+    @property
+    def grads(self) -> dict[str, torch.Tensor]:
+        return {n: self.grad(n) for n in self.params}
+
+    def grad(self, name: str) -> torch.Tensor:
+        g = self.held[name]
+        if g is None:
+            g = self.held[name] = torch.zeros_like(self.params[name])
+        return g
+
+    def zero_grads(self) -> None:
+        self.held = dict.fromkeys(self.params)
+
+
+def test_delayed_gradients_of_mixed_dtypes_travel_in_float64() -> None:
+    from ostl.delayed import DelayedGradients
+
+    params = {"a": torch.zeros(3), "b": torch.zeros(2, dtype=torch.float64)}
+    runner = _Grads(params)
+    delayed = DelayedGradients(params, distributed=False)
+    assert delayed.dtype == torch.float64 and not delayed.gather
+    runner.grad("a").fill_(1 / 3)
+    runner.grad("b").fill_(1 / 3)
+    assert not delayed.exchange(runner, True, 1)  # nothing in flight yet
+    assert runner.held == {"a": None, "b": None}
+    assert delayed.exchange(runner, True, 2)  # the first window's, in the parameters' dtypes
+    assert runner.grad("a").dtype == torch.float32 and runner.grad("b").dtype == torch.float64
+    assert torch.equal(runner.grad("a"), torch.full((3,), 1 / 3))
+    assert torch.equal(runner.grad("b"), torch.full((2,), 1 / 3, dtype=torch.float64))
+    saved = delayed.state_dict()  # the second window (zeros) is in flight
+    assert saved["last_step"] == 2 and float(saved["grads"]["a"].abs().sum()) == 0

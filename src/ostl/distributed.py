@@ -11,6 +11,13 @@ global batch size. The weights then follow the trajectory of one process with th
 (exactly, up to floating-point summation order; ``tests/test_distributed.py``). Losses and
 signals that are batch means (``loss_fn``, OSTTP's ``B_l y* / n_batch``) need nothing more.
 
+Online rules update at every step, so by default every step waits for one all-reduce. Two
+options of :class:`ostl.Learner` wait less, each with the same trajectory in N processes as in
+one process with the whole batch and the same option: ``update_every=k`` (each rank sums its
+gradients over k steps, then one all-reduce and one update: fewer, larger updates) and
+``delayed_updates=True`` (:mod:`ostl.delayed`: each update's all-reduce runs in the background
+during the next window's steps, and its gradient is applied one update late).
+
 Launch with PyTorch's own launcher, which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
 rendezvous address that :func:`init` reads::
 

@@ -51,7 +51,12 @@ weighted by their local batch sizes, before each optimizer update (one all-reduc
 per layer update when unlocked). Every rank must call ``update`` on the same schedule; it steps
 its optimizer when any rank saw a target, so all ranks keep the same weights. The non-finite
 guard checks the averaged gradients and the weights (the same on every rank), so every rank
-takes the same decision.
+takes the same decision. Two options trade exactness for less waiting on the all-reduce (each
+still gives the same trajectory with N processes as with one process and the whole batch):
+``update_every=k`` all-reduces once per k steps (each rank sums its gradients over the k steps
+first: fewer, larger updates); ``delayed_updates=True`` starts each update's all-reduce in the
+background and applies its result at the next update, so the all-reduce overlaps the next
+window's steps and every gradient is applied one update late (:mod:`ostl.delayed`).
 
 Checkpoints: ``learner.state_dict()`` holds the weights, the optimizer state, the rule's runner
 (network state, traces, accumulated gradients, random matrices) and the schedule position;
@@ -68,6 +73,7 @@ import torch
 from torch import Tensor
 
 from . import distributed as dist
+from .delayed import DelayedGradients, check_delayed, check_saved_delay
 from .errors import CheckpointError, NonFiniteError, OSTLError, all_finite, nonfinite_names
 from .guard import Bad, GuardedStep, Tally, Verdict
 from .layer import Network
@@ -75,9 +81,10 @@ from .learner_checks import check_optimizer, check_options, check_state, check_u
 from .numerics import flush_denormals
 from .rules import LossFn, Rule, get_rule
 
-# About 420 lines on purpose: the schedule (locked and unlocked), the non-finite policy with its
-# two verdict paths and the checkpoints act on one object's state; the guard, its counts and the
-# argument checks already live in ostl.guard and ostl.learner_checks.
+# About 450 lines on purpose: the schedule (locked and unlocked), the non-finite policy with its
+# two verdict paths and the checkpoints act on one object's state; the guard, its counts, the
+# argument checks and the delayed updates already live in ostl.guard, ostl.learner_checks and
+# ostl.delayed.
 __all__ = ["Learner"]
 
 
@@ -101,6 +108,12 @@ class Learner:
         same_target_steps: (distributed) every rank has its targets at the same steps, as when
             the ranks take slices of the same global batches (``ostl.run.train``): an update window
             without any target then skips the all-reduce instead of asking the other ranks.
+        delayed_updates: apply each update's gradient at the next update instead, while its
+            all-reduce runs in the background during the steps in between (``update_every``
+            an int, not ``unlocked``). Changes the algorithm: the steps of each update window
+            run with weights that lack the previous window's update (gradients one update
+            old); ``end_sequence`` applies the last one. Without ``distributed`` it is the
+            single-process reference of that trajectory. See :mod:`ostl.delayed`.
         compile: run the rule's whole step under ``torch.compile`` (trace rules only, not with
             ``unlocked``); the first steps compile it (seconds on a CPU). See BENCHMARKS.md
             for where it pays off.
@@ -125,6 +138,7 @@ class Learner:
         distributed: bool = False,
         same_target_steps: bool = False,
         compile: bool = False,
+        delayed_updates: bool = False,
     ) -> None:
         check_options(loss_fn, optimizer, update_every, nonfinite, unlocked, compile, max_skips)
         self.net = net
@@ -159,6 +173,12 @@ class Learner:
                     "launch with torchrun and call ostl.distributed.init() first"
                 )
             dist.broadcast_parameters(self.runner.params.values())
+        self._delayed: DelayedGradients | None = None
+        if delayed_updates:
+            check_delayed(update_every, self.unlocked)
+            self._delayed = DelayedGradients(
+                self.runner.params, self.distributed, self.same_target_steps
+            )
 
     @property
     def updates(self) -> int:
@@ -218,9 +238,12 @@ class Learner:
         return y
 
     def end_sequence(self) -> None:
-        """Apply what is still pending (always needed for BPTT with update_every=None)."""
+        """Apply what is still pending (always needed for BPTT with update_every=None; with
+        ``delayed_updates``, the gradient still in flight too)."""
         with flush_denormals():
             self.update()
+            if self._delayed is not None:
+                self.update()  # a window without steps: applies the gradient in flight
 
     def update(self) -> None:
         """Finish pending work, write the gradients into ``.grad`` and step the optimizer.
@@ -366,6 +389,9 @@ class Learner:
         Every rank calls it at every update, so no rank skips the collective; afterwards
         ``_pending`` is True on every rank if any rank saw a target.
         """
+        if self._delayed is not None:  # start this window's, take the previous window's
+            self._pending = self._delayed.exchange(self.runner, self._pending, self.steps)
+            return
         if not self.distributed or (self.same_target_steps and not self._pending and not prefix):
             return
         r = self.runner
@@ -390,6 +416,7 @@ class Learner:
             "skips_in_a_row": self.skips_in_a_row,
             "since_update": self._since_update,
             "pending": self._pending,
+            **({} if self._delayed is None else {"delayed": self._delayed.state_dict()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -399,6 +426,7 @@ class Learner:
             CheckpointError: not a learner's state, another set-up's, or holding NaN or Inf.
         """
         check_state(state, {"update_every": self.update_every, "unlocked": self.unlocked})
+        check_saved_delay(state, self._delayed is not None)
         try:
             self.net.load_state_dict(state["net"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -409,6 +437,8 @@ class Learner:
         in_a_row = int(state.get("skips_in_a_row", 0))  # absent from older ones
         self._tally.counts = [int(state["updates"]), int(state["skipped"]), in_a_row]
         self._since_update, self._pending = int(state["since_update"]), bool(state["pending"])
+        if self._delayed is not None:
+            self._delayed.load_state_dict(state["delayed"])
 
     @property
     def mean_loss(self) -> float:
