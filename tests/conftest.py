@@ -1,13 +1,17 @@
-"""Shared fixtures: float64 by default for exactness tests, one thread per test worker."""
+"""Shared fixtures: float64 by default for exactness tests, one thread per test worker; the
+tiny data files of every task (``tiny_root``) for the tests that run each task end to end."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
 from ostl.numerics import denormals_flushed
+
+from .tiny_tasks import tiny_data
 
 torch.set_num_threads(1)
 
@@ -30,3 +34,10 @@ def _ieee_denormals(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     if denormals_flushed():
         torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A module's tiny data folder (``tests/tiny_tasks.py``), in place for the whole module."""
+    with pytest.MonkeyPatch.context() as mp, tiny_data(tmp_path_factory.mktemp("tiny"), mp) as root:
+        yield root

@@ -9,7 +9,6 @@ except BPTT's training step, which runs here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,10 @@ from ostl.errors import OptionError, UnsupportedError
 from ostl.run.cli import main
 from ostl.run.model import evaluate_model
 from ostl.run.train import TrainConfig, train
-from ostl.tasks import TASKS, Task
+from ostl.tasks import TASKS
 from ostl.tasks.data import Batch, OneHotSteps
 
-from .tiny_tasks import BATCH, tiny_data, tiny_task
+from .tiny_tasks import BATCH, built_tiny_task
 
 pytestmark = [
     pytest.mark.gpu,
@@ -33,25 +32,10 @@ pytestmark = [
 RULES = ["bptt", "ostl", "osttp", "eprop"]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp, tiny_data(tmp_path_factory.mktemp("tiny"), mp) as root:
-        yield root
-
-
-_BUILT: dict[str, Task] = {}
-
-
-def _task(name: str, root: Path) -> Task:
-    if name not in _BUILT:
-        _BUILT[name] = tiny_task(name, root)
-    return _BUILT[name]
-
-
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("name", list(TASKS))
-def test_train_on_cuda(name: str, rule: str, data: Path, tmp_path: Path) -> None:
-    task = _task(name, data)
+def test_train_on_cuda(name: str, rule: str, tiny_root: Path, tmp_path: Path) -> None:
+    task = built_tiny_task(name, tiny_root)
     cfg = TrainConfig(
         task=name, rule=rule, device="cuda", epochs=2, batch_size=BATCH, hidden=(8,), seed=1
     )

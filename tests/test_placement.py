@@ -15,7 +15,6 @@ same code for every rule (checked with the online rules), and BPTT's training on
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,7 @@ from ostl.tasks.metrics import (
 )
 
 from .fake_cuda import DEVICE, AutogradLimit, Copy, FakeCuda, made_on_host
-from .tiny_tasks import BATCH, TINY, tiny_data, tiny_task
+from .tiny_tasks import BATCH, TINY, built_tiny_task
 
 # The run's memory meter reads the storage address of every parameter (a fake one has none).
 pytestmark = pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
@@ -53,21 +52,10 @@ FAST = {"digits", "recall", "smnist", "ptb", "spoken-digits"}
 QUICK = {"ostl", "bptt"}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as mp, tiny_data(tmp_path_factory.mktemp("tiny"), mp) as root:
-        yield root
-
-
-_BUILT: dict[str, Task] = {}
-
-
 def _task(name: str, root: Path) -> Task:
     """The tiny task ``name``, built once per session, as a copy whose data and network are
     made on the host (a real task's code runs there; the run moves its tensors)."""
-    if name not in _BUILT:
-        _BUILT[name] = tiny_task(name, root)
-    return made_on_host(copy.copy(_BUILT[name]))
+    return made_on_host(copy.copy(built_tiny_task(name, root)))
 
 
 @pytest.fixture
@@ -97,9 +85,9 @@ def test_every_registered_task_has_a_tiny_instance() -> None:
 
 @pytest.mark.parametrize(("name", "rule"), _cases(ONLINE))
 def test_training_and_evaluation_on_the_device(
-    name: str, rule: str, data: Path, cuda_available: None
+    name: str, rule: str, tiny_root: Path, cuda_available: None
 ) -> None:
-    task = _task(name, data)
+    task = _task(name, tiny_root)
     with FakeCuda() as fake:
         run = Run(_config(task, rule), task=task, progress=False)
         assert run.net.device == torch.device(DEVICE)
@@ -115,10 +103,10 @@ def test_training_and_evaluation_on_the_device(
 
 @pytest.mark.parametrize(("name", "rule"), _cases(["bptt"]))
 def test_bptt_places_its_batches_and_evaluates_on_the_device(
-    name: str, rule: str, data: Path, cuda_available: None
+    name: str, rule: str, tiny_root: Path, cuda_available: None
 ) -> None:
     """A BPTT run up to its first training step, and its evaluation (module docstring)."""
-    task = _task(name, data)
+    task = _task(name, tiny_root)
     with FakeCuda() as fake:
         run = Run(_config(task, rule), task=task, progress=False)
         fake.copies.clear()
@@ -131,10 +119,10 @@ def test_bptt_places_its_batches_and_evaluates_on_the_device(
 
 
 def test_a_batch_left_on_the_host_is_caught(
-    data: Path, cuda_available: None, monkeypatch: pytest.MonkeyPatch
+    tiny_root: Path, cuda_available: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Negative control: without the move to the device, the run fails on the fake device."""
-    task = _task("digits", data)
+    task = _task("digits", tiny_root)
     monkeypatch.setattr(Batch, "to", lambda self, device: self)
     with FakeCuda(), pytest.raises((DeviceError, RuntimeError), match="cuda:0"):
         train(_config(task, "ostl"), task=task, progress=False)

@@ -27,7 +27,7 @@ import pytest
 from ostl.tasks import Task, get_task
 from ostl.tasks.mnist import load_mnist
 
-__all__ = ["TINY", "BATCH", "tiny_task", "tiny_data"]
+__all__ = ["TINY", "BATCH", "tiny_task", "tiny_data", "built_tiny_task"]
 
 #: Sequences per batch in the tiny runs (every split holds a batch or two of them).
 BATCH = 4
@@ -114,3 +114,13 @@ def tiny_task(name: str, root: Path) -> Task:
     for package in packages:
         pytest.importorskip(package, reason=f"task {name} reads its data with {package}")
     return get_task(name, **options(root / "events"))
+
+
+_BUILT: dict[tuple[str, Path], Task] = {}
+
+
+def built_tiny_task(name: str, root: Path) -> Task:
+    """:func:`tiny_task`, built once per name and data folder (the build reads files)."""
+    if (name, root) not in _BUILT:
+        _BUILT[name, root] = tiny_task(name, root)
+    return _BUILT[name, root]
