@@ -40,10 +40,11 @@ from typing import Any
 from ..errors import OptionError
 from .base import Defaults, IndexedTask, Task, build_network
 from .chorales import Chorales
-from .custom import TensorTask, from_dataloader, from_tensors
+from .custom import TensorTask, from_tensors
 from .data import Batch, MissingDependencyError
 from .digits import Digits
 from .heidelberg import SHD, SSC
+from .loaders import from_dataloader
 from .metrics import Metric
 from .mnist import MNIST, SequentialMNIST
 from .nmnist import NMNIST
