@@ -49,3 +49,30 @@ def test_shallow_exact_ostl_equals_bptt_on_cuda() -> None:
     xs, ts = (t.cuda() for t in sequence(12, 3, 3))
     rep = ostl.compare_to_bptt(net, ostl.OSTL(recurrence="exact"), xs, ts, mse)
     assert rep.max_relative_error < 1e-8
+
+
+@pytest.mark.parametrize("cell", ["lif", "lstm"])
+@pytest.mark.parametrize("rule", ["ostl", "osttp", "eprop"])
+def test_the_compiled_step_on_cuda_learns_like_the_eager_one(cell: str, rule: str) -> None:
+    """``compile=True`` on CUDA: Inductor fuses the step (trace update and contraction
+    included) into Triton kernels; outputs and weights after online updates equal the eager
+    CUDA step's (float32, the dtype the kernels are generated for)."""
+
+    def train(compile: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        net = make_net(cell, [3, 5, 4], recurrent=True).float().to("cuda")
+        learner = ostl.Learner(
+            net,
+            rule,
+            loss_fn=ostl.losses.mse,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+            compile=compile,
+        )
+        xs, ts = (t.float().cuda() for t in sequence(8, 2, 3))
+        learner.reset(2)
+        ys = [learner.step(x, t if i % 2 else None) for i, (x, t) in enumerate(zip(xs, ts))]
+        return torch.stack(ys).cpu(), {k: v.cpu() for k, v in net.state_dict().items()}
+
+    (y0, w0), (y1, w1) = train(False), train(True)
+    torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-5)
+    for k, v in w0.items():
+        torch.testing.assert_close(w1[k], v, rtol=1e-4, atol=1e-5, msg=k)
