@@ -33,7 +33,7 @@ def test_every_train_config_field_is_an_option(command: str) -> None:
         action = options[f.name]
         assert flag(f) in action.option_strings and action.default is None
         assert action.help, f"--{f.name} has no help"
-        if f.name != "task_options":
+        if f.name not in ("task_options", "rule_options"):  # KEY=VALUE pairs: no default
             assert "(default: " in action.help, action.help
 
 
@@ -42,7 +42,7 @@ def test_the_generated_names_are_the_documented_ones() -> None:
     for name in (
         "--task", "--rule", "--cell", "--hidden", "--recurrent", "--epochs", "--batch-size",
         "--lr", "--schedule", "--seed", "--device", "--threads", "--task-opt", "--hardware",
-        "--pcm-update", "--nonfinite", "--compile", "--config", "--nproc", "--resume",
+        "--pcm-update", "--nonfinite", "--compile", "--rule-opt", "--config", "--nproc", "--resume",
         "--checkpoint-every", "--keep", "--stop-after-steps", "--out", "--no-progress",
         "--log-every", "--tensorboard",
     ):  # fmt: skip
@@ -66,7 +66,7 @@ def test_every_field_given_on_the_command_line_reaches_the_config() -> None:
         "nonfinite": "skip", "compile": True,
     }  # fmt: skip
     assert given(args) == want
-    assert set(want) | {"task_options"} == {f.name for f in fields(TrainConfig)}
+    assert set(want) | {"task_options", "rule_options"} == {f.name for f in fields(TrainConfig)}
     assert args.task_options == ["steps=3"]
     assert given(build_parser().parse_args(["train"])) == {}  # nothing given: nothing set
 

@@ -1,4 +1,5 @@
-"""The ``ostl`` command: ``list``, ``train``, ``evaluate``, ``compare``, ``export-nir``, ``demo``.
+"""The ``ostl`` command: ``list``, ``train``, ``evaluate``, ``compare``, ``export-nir``, ``demo``,
+``stream`` (:mod:`.stream`).
 
 The parser, its help and the example commands of ``ostl --help`` are in :mod:`.parser`;
 ``ostl list`` is :mod:`.listing`; what a run shows while it trains (bars on a terminal, a few
@@ -44,7 +45,7 @@ from ..errors import OSTLError
 from ..numerics import flush_denormals_globally
 from ..rules import RULES, TraceRule
 from .checkpoint import WriteError
-from .config import TrainConfig
+from .config import TrainConfig, parse_rule_options
 from .display import report
 from .export import cmd_export_nir
 from .lock import HELD_ENV, folder_lock
@@ -108,6 +109,9 @@ def _config(args: argparse.Namespace, quick: bool = False) -> TrainConfig:
             elif k not in budget_keys:
                 opts.setdefault(k, v)
     opts.update(parse_options(cfg.task, args.task_options or []))
+    if getattr(args, "rule_options", None):  # --rule-opt, typed as the rule's options
+        ropts = {**cfg.rule_options, **parse_rule_options(cfg.rule, args.rule_options)}
+        cfg = replace(cfg, rule_options=ropts)
     return replace(cfg, task_options=opts)
 
 
@@ -365,6 +369,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from .stream import from_args, report_stream, run_stream
+
+    cfg, stream = from_args(args)  # checked before the folder: bad input leaves nothing
+    with ExitStack() as locked:
+        out, created = _claim_out(args, "stream", cfg.task, locked=locked, compare=True)
+        with _discarded_on_failure(out, created):
+            results = run_stream(cfg, out, progress=not args.no_progress, stream=stream)
+    report_stream(cfg, results, out)
+    return 0
+
+
 COMMANDS = {
     "demo": _cmd_demo,
     "list": _cmd_list,
@@ -372,6 +388,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "compare": _cmd_compare,
     "export-nir": cmd_export_nir,
+    "stream": _cmd_stream,
 }
 
 

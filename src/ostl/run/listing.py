@@ -1,10 +1,12 @@
-"""``ostl list``: every registered rule, cell and task in one line each, and each task's options.
+"""``ostl list``: every registered rule, cell and task in one line each, and their options.
 
 Everything comes from the registries (:data:`ostl.rules.RULES`, :data:`ostl.cells.CELLS`,
 :data:`ostl.tasks.TASKS`), so a new rule, cell or task is listed without touching this module:
 
 - a rule's or a cell's description is the first sentence of its class docstring;
 - a task's is its ``summary`` (the class attribute that also names it in the docs' tables);
+- a rule's options are those a run can set (``--rule-opt``,
+  :func:`ostl.run.config.rule_option_types`), with their defaults;
 - a task's options are its dataclass fields (those the constructor takes), with their default
   and the entry of the ``Args:`` section of the class docstring that documents them (the first
   class in the method resolution order that does, so a subclass inherits its base's entries).
@@ -97,8 +99,16 @@ def format_listing() -> str:
     from ..cells import CELLS
     from ..rules import RULES
     from ..tasks import TASKS
+    from .config import rule_option_types
 
-    lines = _section("rules (--rule NAME):", RULES) + [""]
+    lines = []
+    for line, name in zip(_section("rules (--rule NAME; options: --rule-opt NAME=VALUE):", RULES),
+                          ["", *RULES]):  # fmt: skip
+        lines.append(line)
+        if name:  # the rule's options, with their defaults, under its line
+            opts = " ".join(f"{k}={d}" for k, (_, _, d) in rule_option_types(name).items())
+            lines.append(f"    options: {opts or 'none'}")
+    lines.append("")
     lines += _section("cells (--cell NAME):", CELLS) + [""]
     lines.append("tasks (--task NAME; options: --task-opt NAME=VALUE):")
     for name, cls in TASKS.items():

@@ -30,6 +30,7 @@ from ..learner import Learner
 from ..tasks import Task
 from ..tasks.data import Batch, as_list
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .logs import LOG_EVERY, check_log_options
 from .meter import MemoryMeter, StepTimer
 
@@ -225,7 +226,10 @@ def this_rank(saved: dict[str, Any], where: Path) -> dict[str, Any]:
 
 
 def check_same_config(saved: dict[str, Any], now: dict[str, Any], where: Path) -> None:
-    """A checkpoint resumes only the run that wrote it."""
+    """A checkpoint resumes only the run that wrote it. A field missing from the saved
+    configuration (written before the field existed) is its default, as the run had it."""
+    defaults = TrainConfig().to_json()
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from math import nan
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +38,10 @@ from .. import distributed as dist
 from ..errors import OptionError
 from ..layer import Network
 from ..learner import Learner
-from ..rules import BPTT, Rule, TraceRule, get_rule
+from ..rules import BPTT, Rule, TraceRule
 from ..tasks import Task, get_task
 from .checkpoint import rng_state, set_rng_state
-from .config import RunResult, TrainConfig
+from .config import RunResult, TrainConfig, make_rule
 from .display import Display, display_mode
 from .evaluate import ModelSelection, evaluate
 from .logs import ScalarLog
@@ -209,7 +210,7 @@ class Run:
         self.t0 = time.perf_counter() - self.progress.elapsed
 
     def _learner(self, lr: float) -> Learner:
-        rule = get_rule(self.cfg.rule)
+        rule = make_rule(self.cfg.rule, self.cfg.rule_options)
         return Learner(
             self.net,
             rule,
@@ -344,6 +345,11 @@ class Run:
         self.folder.run(result, self.net, self.task)
         return result
 
+    def _selected_valid(self) -> float:
+        """The validation metric of the selected epoch (nan before the first epoch)."""
+        best = self.selection.best_epoch
+        return next((h["valid_metric"] for h in self.progress.history if h["epoch"] == best), nan)
+
     def _result(
         self, tests: tuple[float, float] = (float("nan"),) * 2, stopped_at: int | None = None
     ) -> RunResult:
@@ -364,5 +370,6 @@ class Run:
             out=str(self.out) if self.out is not None else None,
             skipped_updates=self.learner.skipped,
             stopped_at_step=stopped_at,
+            valid_metric=self._selected_valid(),
             network=self.net,
         )
