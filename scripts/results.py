@@ -2,18 +2,21 @@
 
     python scripts/results.py                        # digits, 3 seeds (make results)
     python scripts/results.py --tasks chorales --seeds 0,1,2 --jobs 2
+    python scripts/results.py --streams drift,weather    # the Streams section (ostl stream)
 
 Every run is :func:`ostl.run.train.train` with the task's default network and budget (the
 ``BUDGETS`` below may shrink a task's data to fit the machine; RESULTS.md says so). Runs go to
 ``runs/results/<task>/<rule>-seed<k>/`` (full run folders). The per-run summaries are also
 embedded at the end of RESULTS.md, so rerunning one task keeps the others' tables. Every number
 in RESULTS.md comes from these runs; the script writes the machine, the command and the wall
-time next to them.
+time next to them. ``--streams`` writes the Streams section instead
+(``scripts/stream_results.py``: rules learning on streams, test then train).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -300,7 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--render-only", action="store_true", help="rewrite RESULTS.md from its embedded data"
     )
+    p.add_argument(
+        "--streams", help="run these streams (comma-separated, or all) for the Streams section"
+    )
     args = p.parse_args(argv)
+    if args.streams:
+        return _streams(args, argv)
     tasks = [t.strip() for t in args.tasks.split(",")]
     rules = [r.strip() for r in args.rules.split(",") if r.strip() in RULES]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -325,6 +333,20 @@ def main(argv: list[str] | None = None) -> int:
         write(out, data)
         print(f"{task}: {wall:.0f} s; wrote {out}", flush=True)
     return 0
+
+
+def _streams(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--streams``: scripts/stream_results.py, with this command named in RESULTS.md."""
+    path = ROOT / "scripts" / "stream_results.py"
+    spec = importlib.util.spec_from_file_location("stream_results", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the worker processes find its functions by this name
+    spec.loader.exec_module(module)
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python scripts/results.py", *given])
+    forwarded = ["--streams", args.streams, "--jobs", str(args.jobs), "--output", args.output]
+    return int(module.main(forwarded + ["--render-only"] * args.render_only, command=command))
 
 
 if __name__ == "__main__":

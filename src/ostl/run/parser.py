@@ -17,7 +17,7 @@ from ..interop.nir import DEFAULT_DT
 from .compare import DEFAULT_RULES
 from .demo import DemoConfig
 from .logs import LOG_EVERY
-from .options import _positive_float, add_config_options, non_negative, positive
+from .options import _positive_float, _sizes, add_config_options, non_negative, positive
 from .resume import RunOptions
 
 __all__ = ["build_parser", "DESCRIPTION", "EXAMPLES"]
@@ -41,6 +41,8 @@ examples:
   ostl evaluate runs/x --which last          the test metric of the saved weights
   ostl compare --task digits --rules bptt,ostl,osttp --quick
   ostl export-nir runs/x model.nir           a LIF network as NIR, for neuromorphic hardware
+  ostl stream --task drift --rules ostl,tbptt-16 --steps 5000
+                                             learn on a stream, test then train, no resets
 
 'ostl COMMAND --help' lists a command's options with their defaults.
 """
@@ -206,6 +208,99 @@ def _add_compare(sub: Any) -> None:
     _add_output_options(c, "comparison folder", "runs/compare-<task>-<time>")
 
 
+def _add_stream(sub: Any) -> None:
+    from ..streams import STREAMS
+    from ..streams.learners import DEFAULT_STREAM_RULES
+    from ..streams.prequential import DEFAULT_CHUNK, DEFAULT_WINDOW
+    from ..streams.recovery import DEFAULT_ATOL, DEFAULT_TOL
+
+    s = sub.add_parser(
+        "stream",
+        help="several rules learn on one stream, each prediction scored before its target is "
+        "seen (prequential evaluation), side by side",
+    )
+    s.add_argument(
+        "--task",
+        default="drift",
+        help=f"the stream: {', '.join(STREAMS)} (default: %(default)s)",
+    )
+    s.add_argument(
+        "--rules",
+        default=",".join(DEFAULT_STREAM_RULES),
+        help="comma-separated: tbptt-K (truncated BPTT, K steps), ostl, osttp, eprop, snap, ... "
+        "(full bptt is refused: its memory grows with the stream) (default: %(default)s)",
+    )
+    s.add_argument("--steps", type=positive, help="steps to take (default: the whole stream)")
+    s.add_argument(
+        "--window",
+        type=positive,
+        default=DEFAULT_WINDOW,
+        help="steps per window of the windowed error and the recovery times (default: %(default)s)",
+    )
+    s.add_argument(
+        "--seed", type=int, default=0, help="seed of the weights and the stream (default: 0)"
+    )
+    s.add_argument(
+        "--task-opt",
+        dest="task_options",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of the stream (repeat for several; an unknown one is refused with "
+        "the list of the stream's options)",
+    )
+    s.add_argument("--lr", type=_positive_float, help="Adam learning rate (default: the stream's)")
+    s.add_argument("--cell", help="cell of the hidden layers (default: the stream's)")
+    s.add_argument(
+        "--hidden", type=_sizes, help="hidden layer sizes, e.g. 64,64 (default: the stream's)"
+    )
+    s.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    s.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
+    s.add_argument(
+        "--chunk",
+        type=positive,
+        default=DEFAULT_CHUNK,
+        help="steps read from the stream at a time (changes nothing but the memory of the "
+        "data and how often errors are read back) (default: %(default)s)",
+    )
+    s.add_argument(
+        "--tol",
+        type=_non_negative_float,
+        default=DEFAULT_TOL,
+        help="recovery: back within this fraction of the error before the drift (default: "
+        "%(default)s)",
+    )
+    s.add_argument(
+        "--atol",
+        type=_non_negative_float,
+        default=DEFAULT_ATOL,
+        help="recovery: or within this much, in the metric's units (default: %(default)s)",
+    )
+    s.add_argument("--out", help="stream folder (default: runs/stream-<task>-<time>, a new one)")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even if it holds a stream run or a comparison: their files are "
+        "replaced",
+    )
+    s.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="show nothing while the rules run: no bars (on a terminal) and no progress lines "
+        "(otherwise: a line every 30 s or so and one per rule); the final table is still "
+        "printed",
+    )
+
+
+def _non_negative_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {s}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every ``ostl`` command; ``args.command`` names the command given."""
     p = argparse.ArgumentParser(
@@ -222,4 +317,5 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_compare(sub)
     _add_export_nir(sub)
+    _add_stream(sub)
     return p
