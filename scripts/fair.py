@@ -67,7 +67,7 @@ import torch
 from fair_report import choose_lr, embedded, run_schedule, section
 
 from ostl.errors import NonFiniteError, UnsupportedError
-from ostl.run.config import SCHEDULES, TrainConfig
+from ostl.run.config import TrainConfig
 from ostl.run.sections import describe_machine, read_sections, write_section
 from ostl.run.train import train
 from ostl.tasks import TASKS
@@ -319,7 +319,7 @@ def _parser() -> argparse.ArgumentParser:
 def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """The parsed lists of the command, each checked (argparse's error on a bad one)."""
     known: dict[str, Any] = {
-        "tasks": FAIR_BUDGETS, "rules": VARIANTS, "nets": NETS, "schedules": SCHEDULES
+        "tasks": FAIR_BUDGETS, "rules": VARIANTS, "nets": NETS, "schedules": ("sequence", "online")
     }  # fmt: skip
     lists: dict[str, list[Any]] = {k: _split(getattr(args, k)) for k in known}
     for k, names in lists.items():

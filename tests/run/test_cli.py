@@ -63,6 +63,8 @@ def test_compare_prints_the_side_by_side_table(
         (["train", "--config", "/no/such/config.json"], "cannot read the config"),
         (["train", "--device", "cuda:7"], "device"),
         (["train", "--rule", "bptt", "--compile"], "--compile applies to the online trace"),
+        (["compare", "--schedule", "weekly"], "schedule must be online, sequence, every-K"),
+        (["train", "--schedule", "every-0"], "schedule must be online, sequence, every-K"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(
@@ -81,7 +83,6 @@ def test_bad_input_is_one_line_and_status_2(
         (["train", "--epochs", "0"], "expected a positive integer"),
         (["train", "--batch-size", "-4"], "expected a positive integer"),
         (["train", "--lr", "0"], "expected a positive number"),
-        (["compare", "--schedule", "weekly"], "invalid choice"),
     ],
 )
 def test_bad_numbers_exit_2_with_usage(

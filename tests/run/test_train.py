@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from ostl.errors import OptionError
 from ostl.rules import BPTT, OSTL, RULES
 from ostl.run.compare import compare, format_bytes, format_table
-from ostl.run.train import TrainConfig, train, update_every
+from ostl.run.config import parse_schedule
+from ostl.run.run import delayed_updates
+from ostl.run.train import TrainConfig, resume, train, update_every
 
 from .tiny import tiny
 
@@ -62,6 +65,37 @@ def test_schedules() -> None:
     assert update_every(OSTL(), "online") == 1
     assert update_every(BPTT(), "online") is None  # BPTT needs the whole sequence
     assert update_every(OSTL(), "sequence") is None
+    assert update_every(OSTL(), "every-4") == 4 and not delayed_updates(OSTL(), "every-4")
+    assert update_every(OSTL(), "delayed") == 1 and delayed_updates(OSTL(), "delayed")
+    assert update_every(OSTL(), "delayed-every-3") == 3
+    assert update_every(BPTT(), "delayed-every-3") is None  # BPTT: once per sequence, in time
+    assert not delayed_updates(BPTT(), "delayed-every-3")
+    for bad in ("every-0", "every-", "delayed-4", "every-4-delayed", "Online", 4):
+        with pytest.raises(OptionError, match="schedule must be online, sequence, every-K"):
+            parse_schedule(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("schedule", "updates"), [("every-2", 18), ("delayed-every-2", 18)])
+def test_every_k_and_delayed_schedules_train_as_their_learner(
+    schedule: str, updates: int, tmp_path: Path
+) -> None:
+    """5 steps per sequence, 3 batches x 2 epochs: ceil(5 / 2) = 3 updates per sequence (the last
+    at its end); delayed: as many updates, each one window late (another trajectory); the
+    schedule is saved and a stopped run resumes to the same weights."""
+    cfg = replace(TINY, schedule=schedule)
+    result = train(cfg, tmp_path / "a", progress=False)
+    assert result.updates == updates
+    online = train(replace(TINY, schedule="every-2" if "delayed" in schedule else "online"),
+                   progress=False)  # fmt: skip
+    assert result.history[0]["train_loss"] != online.history[0]["train_loss"]
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["schedule"] == schedule
+    # stopped at step 7 (mid-sequence: a delayed gradient in flight), resumed: the same run
+    part = train(cfg, tmp_path / "b", progress=False, checkpoint_every=3, stop_after_steps=7)
+    assert part.stopped_at_step == 7
+    done = resume(tmp_path / "b", progress=False)
+    assert done.updates == result.updates and done.test_metric == result.test_metric
+    assert [h["train_loss"] for h in done.history] == [h["train_loss"] for h in result.history]
 
 
 def test_one_stateful_layer_ostl_per_sequence_equals_bptt() -> None:

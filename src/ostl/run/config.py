@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "RunResult",
     "SCHEDULES",
+    "parse_schedule",
     "PCM_UPDATES",
     "option",
     "rule_option_types",
@@ -47,7 +49,9 @@ __all__ = [
     "make_rule",
 ]
 
-SCHEDULES = ("online", "sequence")
+#: The update schedules (``--schedule``; see :mod:`ostl.run.train`), K any positive integer.
+SCHEDULES = ("online", "sequence", "every-K", "delayed", "delayed-every-K")
+_SCHEDULE = re.compile(r"(online|sequence)|(delayed)(?:-every-([1-9][0-9]*))?|every-([1-9][0-9]*)")
 PCM_UPDATES = ("mixed", "direct", "offline")  # as ostl.hardware.run (which needs aihwkit)
 
 
@@ -110,8 +114,9 @@ class TrainConfig:
     schedule: str = option(
         "online",
         "online: the online rules update every step, BPTT every sequence; sequence: every "
-        "rule once per sequence",
-        choices=SCHEDULES,
+        "rule once per sequence; every-K: the online rules every K steps; delayed, "
+        "delayed-every-K: the same, each update applying the previous one's gradient",
+        metavar="SCHEDULE",
     )
     seed: int = option(0, "seed of the weights, the data order and the encodings", min=0)
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
@@ -180,8 +185,7 @@ class TrainConfig:
         if self.rule.lower() not in RULES:
             raise OptionError(f"unknown rule {self.rule!r}: expected one of {', '.join(RULES)}")
         make_rule(self.rule, self.rule_options)  # every option known, of its type and valid
-        if self.schedule not in SCHEDULES:
-            raise OptionError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        parse_schedule(self.schedule)
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
@@ -377,3 +381,23 @@ def make_rule(rule: str, options: Mapping[str, Any] | None = None) -> Rule:
         return RULES[name](**options)
     except (OptionError, ValueError, TypeError) as e:
         raise OptionError(f"rule {name!r}: {e}; {_options_text(name)}") from None
+
+
+def parse_schedule(schedule: str) -> tuple[int | None, bool]:
+    """The online rules' ``(update_every, delayed_updates)`` under a schedule (BPTT updates
+    once per sequence under every schedule; see :mod:`ostl.run.train`).
+
+    Raises:
+        OptionError: not one of :data:`SCHEDULES`.
+    """
+    m = _SCHEDULE.fullmatch(schedule) if isinstance(schedule, str) else None
+    if m is None:
+        raise OptionError(
+            "schedule must be online, sequence, every-K, delayed or delayed-every-K (K a "
+            f"positive integer), got {schedule!r}"
+        )
+    if m.group(1):
+        return (1 if schedule == "online" else None), False
+    if m.group(2):
+        return int(m.group(3) or 1), True
+    return int(m.group(4)), False

@@ -41,7 +41,7 @@ from ..learner import Learner
 from ..rules import BPTT, Rule, TraceRule
 from ..tasks import Task, get_task
 from .checkpoint import rng_state, set_rng_state
-from .config import RunResult, TrainConfig, make_rule
+from .config import RunResult, TrainConfig, make_rule, parse_schedule
 from .display import Display, display_mode
 from .evaluate import ModelSelection, evaluate
 from .logs import ScalarLog
@@ -54,14 +54,17 @@ from .signals import Interrupted, Signals
 if TYPE_CHECKING:
     from ..hardware.run import HardwareSession
 
-__all__ = ["Run", "DataParallel", "Hardware", "place", "update_every"]
+__all__ = ["Run", "DataParallel", "Hardware", "place", "update_every", "delayed_updates"]
 
 
 def update_every(rule: Rule, schedule: str) -> int | None:
     """The ``Learner.update_every`` of a rule under a schedule (see :mod:`ostl.run.train`)."""
-    if schedule == "sequence" or isinstance(rule, BPTT):
-        return None
-    return 1
+    return None if isinstance(rule, BPTT) else parse_schedule(schedule)[0]
+
+
+def delayed_updates(rule: Rule, schedule: str) -> bool:
+    """The ``Learner.delayed_updates`` of a rule under a schedule (never for BPTT)."""
+    return not isinstance(rule, BPTT) and parse_schedule(schedule)[1]
 
 
 class DataParallel:
@@ -217,6 +220,7 @@ class Run:
             loss_fn=self.task.loss_fn,
             optimizer=torch.optim.Adam(self.net.parameters(), lr=lr),
             update_every=update_every(rule, self.cfg.schedule),
+            delayed_updates=delayed_updates(rule, self.cfg.schedule),
             nonfinite=self.cfg.nonfinite,
             # compile the online trace rules' step; BPTT and RTRL run eagerly (ostl compare)
             compile=self.cfg.compile and isinstance(rule, TraceRule),

@@ -8,6 +8,13 @@ Schedule (the same budget for every rule: epochs, batch size, optimizer, learnin
   cut into chunks, once per chunk, i.e. truncated BPTT).
 - ``schedule="sequence"``: every rule updates once per sequence (or chunk), from the gradient
   accumulated over it (where OSTL with one stateful layer equals BPTT exactly).
+- ``schedule="every-K"``: the online rules update every K steps (and at the end of each
+  sequence), from the gradient summed over those steps; BPTT as under ``online``. With
+  several processes, one all-reduce per K steps instead of one per step.
+- ``schedule="delayed"`` / ``"delayed-every-K"``: as ``online`` / ``every-K``, but each update
+  applies the previous update's gradient (:mod:`ostl.delayed`): with several processes its
+  all-reduce runs in the background during the steps in between. The steps of each window
+  run with weights one update old; the end of a sequence applies what is left.
 
 Model selection (the same for every rule): the weights of the epoch with the best validation
 metric are kept and evaluated on the test split (``test_metric``); the last epoch's test metric
