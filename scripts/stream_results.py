@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -57,7 +58,12 @@ BUDGETS: dict[str, tuple[int | None, int, dict[str, Any], str]] = {
         "40 speakers (every accent: 7 accent changes), the whole stream, windows of 1,000 steps",
     ),
 }
-DEFAULT_BUDGET = (50_000, 1000, {}, "the first 50,000 steps (or fewer), windows of 1,000 steps")
+DEFAULT_BUDGET: tuple[int | None, int, dict[str, Any], str] = (
+    50_000,
+    1000,
+    {},
+    "the first 50,000 steps (or fewer), windows of 1,000 steps",
+)
 
 
 def budget(name: str) -> tuple[int | None, int, dict[str, Any], str]:
@@ -81,7 +87,8 @@ def run_one(name: str, rules: tuple[str, ...], out: str) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     summary = json.loads((Path(out) / "summary.json").read_text())
     per_step = bptt_bytes_per_step(stream, StreamConfig(**_resolved(summary["config"])))
-    return {**summary, "wall": wall, "bptt_bytes_per_step": per_step}
+    machine = describe_machine()  # here, where the runs ran (one torch thread)
+    return {**summary, "wall": wall, "bptt_bytes_per_step": per_step, "machine": machine}
 
 
 def _resolved(config: dict[str, Any]) -> dict[str, Any]:
@@ -110,10 +117,57 @@ recovered from, and how many); *held memory*, the most memory the learner keeps 
 to the next (state, traces, gradients and, for truncated BPTT, the activations saved for its
 backward pass); *steps/s*, one CPU thread, indicative only.
 
+The default networks have one stateful layer without recurrent weights, where e-prop's and
+SnAp-1's eligibility traces are OSTL's (`tests/rules/test_eprop.py`, `tests/rules/test_snap.py`): their rows equal
+OSTL's. One seed per stream.
+
 **Full BPTT cannot run on an endless stream**: it keeps every step's activations until the
 stream ends, so its memory grows without bound; each stream below says how much it would hold
 at the end of the steps run.
 """
+
+
+def _time_unrecovered(row: dict[str, Any], length: int) -> list[int]:
+    """Per drift, the recovery time, or the steps to the next drift (or the end) if the rule
+    never recovered before it: the steps spent above the pre-drift level."""
+    drifts = row["drifts"]
+    ends = [*drifts[1:], length]
+    return [r if r is not None else end - d for r, d, end in zip(row["recovery"], drifts, ends)]
+
+
+def verdict(entry: dict[str, Any], rule: str = "ostl") -> str:
+    """Whether ``rule`` beats truncated BPTT at equal or larger memory on this stream: its
+    prequential error no higher than that of every ``tbptt-K`` holding at least its memory,
+    and its mean recovery time (a drift never recovered from counting its steps to the next
+    drift) no longer. Computed from the rows; '' without the rule or a truncated BPTT row."""
+    rows = {r["rule"]: r for r in entry["rules"]}
+    if rule not in rows or not any(n.startswith("tbptt-") for n in rows):
+        return ""
+    me = rows[rule]
+    peers = [
+        r for n, r in rows.items() if n.startswith("tbptt-") and r["held_bytes"] >= me["held_bytes"]
+    ]
+    if not peers:
+        return (
+            f"No truncated BPTT window here held as much memory as {rule} "
+            f"({format_bytes(me['held_bytes'])}): no comparison at equal memory."
+        )
+    names = ", ".join(r["rule"] for r in peers)
+    worse = [r["rule"] for r in peers if r["final_error"] < me["final_error"]]
+    parts = [
+        f"**{rule} against truncated BPTT at equal or larger memory** ({names}): prequential "
+        f"error {'no higher' if not worse else 'higher than ' + ', '.join(worse)}"
+    ]
+    if me["drifts"]:
+        length = entry["config"]["steps"]
+        mine = statistics.fmean(_time_unrecovered(me, length))
+        slower = [r["rule"] for r in peers if statistics.fmean(_time_unrecovered(r, length)) < mine]
+        pace = "at least as fast" if not slower else "slower than " + ", ".join(slower)
+        parts.append(
+            f"recovery after drifts {pace} (mean {mine:.0f} steps, a drift never recovered "
+            "from counted to the next one)"
+        )
+    return "; ".join(parts) + "."
 
 
 def stream_block(name: str, entry: dict[str, Any]) -> str:
@@ -144,6 +198,8 @@ def stream_block(name: str, entry: dict[str, Any]) -> str:
             setting,
             "",
             format_stream_table(entry["rules"]),
+            "",
+            verdict(entry),
             "",
             bptt,
             "",
@@ -223,7 +279,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
                 "summary": getattr(STREAMS[name], "summary", name),
                 "budget": budget(name)[3],
                 "wall": entry.pop("wall"),
-                "machine": describe_machine(),
+                "machine": entry.pop("machine"),
                 "date": time.strftime("%Y-%m-%d"),
                 "command": command,
             }

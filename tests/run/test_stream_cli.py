@@ -282,3 +282,18 @@ def test_the_streams_section_renders_its_rows_and_renders_again_from_its_data(
     assert results.read_text() == before
     assert _script("results").main(["--render-only", "--output", str(results)]) == 0
     assert read_sections(results.read_text())["streams"] == read_sections(before)["streams"]
+
+
+def test_the_verdict_against_truncated_bptt_at_equal_memory_is_computed_both_ways() -> None:
+    streams = _script("stream_results")
+    entry = _fake_entry()  # equal errors; ostl recovers in 700, tbptt-64 never (6,000 to the end)
+    text = streams.verdict(entry)
+    assert text.startswith("**ostl against truncated BPTT at equal or larger memory** (tbptt-64)")
+    assert "prequential error no higher" in text and "at least as fast (mean 700 steps" in text
+    entry["rules"][1] = {**entry["rules"][1], "final_error": 0.2, "recovery": [600]}
+    text = streams.verdict(entry)
+    assert "error higher than tbptt-64" in text and "slower than tbptt-64" in text
+    entry["rules"][1]["held_bytes"] = 1024  # less memory than ostl's: no peer
+    assert "no comparison at equal memory" in streams.verdict(entry)
+    entry["rules"] = entry["rules"][:1]
+    assert streams.verdict(entry) == ""
