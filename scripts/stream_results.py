@@ -118,8 +118,8 @@ to the next (state, traces, gradients and, for truncated BPTT, the activations s
 backward pass); *steps/s*, one CPU thread, indicative only.
 
 The default networks have one stateful layer without recurrent weights, where e-prop's and
-SnAp-1's eligibility traces are OSTL's (`tests/rules/test_eprop.py`, `tests/rules/test_snap.py`): their rows equal
-OSTL's. One seed per stream.
+SnAp-1's eligibility traces are OSTL's (`tests/rules/test_eprop.py`,
+`tests/rules/test_snap.py`): their rows equal OSTL's. One seed per stream.
 
 **Full BPTT cannot run on an endless stream**: it keeps every step's activations until the
 stream ends, so its memory grows without bound; each stream below says how much it would hold
