@@ -212,6 +212,23 @@ TESTED = [
     ("A run's rule options (e.g. OSTL rnd) build the rule the run trains with",
      "tests/run/test_rule_options.py",
      "test_a_run_with_random_feedback_computes_random_feedback_gradients"),
+    ("OSTL is exact for SNNs, LSTMs and GRUs alike: shallow OSTL equals BPTT for every cell "
+     "(SNU, sSNU, LIF, ALIF, RNN, LSTM, GRU), with recurrent weights too (exact traces)",
+     "tests/test_equivalence.py", "test_shallow_ostl_exact_with_h_equals_bptt"),
+    ("OSTTP needs no weight transport: its hidden signals never read the weights above",
+     "tests/rules/test_osttp.py", "test_hidden_gradients_ignore_the_readout_weights"),
+    ("OSTTP has no update locking: a layer's update lands before the layer above runs",
+     "tests/rules/test_osttp.py", "test_unlocked_update_lands_before_the_layer_above_runs"),
+    ("The online rules' memory does not grow with the sequence length T (BPTT's does); "
+     "BENCHMARKS.md's memory table and its 10^6-step soak measure it",
+     "tests/run/test_train.py", "test_peak_memory_grows_with_t_for_bptt_only"),
+    ("Online learning works on in-memory hardware: OSTTP lowers the loss on simulated PCM "
+     "crossbars (RESULTS.md's PCM section measures it)",
+     "tests/hardware/test_learning.py", "test_osttp_on_pcm_reduces_the_loss"),
+    ("Learning while processing: each prediction is scored before the learner sees its target "
+     "(the Streams section measures OSTL against truncated BPTT at equal memory)",
+     "tests/streams/test_prequential.py",
+     "test_each_prediction_comes_from_the_weights_before_that_steps_update"),
 ]  # fmt: skip
 
 TaskCells = dict[str, tuple[dict[Key, Cell], bool]]  # task -> (cells, higher is better)
@@ -340,6 +357,36 @@ Cells: test metric mean ± std (n seeds) · relative gap to BPTT under the same 
 schedule (positive: worse than BPTT) · chosen lr."""
 
 
+def all_task_cells(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> TaskCells:
+    """The fair cells of every task with runs (what the claims' verdicts are computed from)."""
+    out: TaskCells = {}
+    for task in meta["tasks"]:
+        if task in meta["settings"]:
+            _, cells = task_table(task, [r for r in records if r["task"] == task], meta)
+            out[task] = (cells, meta["settings"][task]["higher_is_better"])
+    return out
+
+
+CLAIMS_HEAD = """## Claims -> evidence
+
+Each claim of the OSTL and OSTTP papers that this library reproduces, and what shows it: a test
+(run by `make test`; its name says what it checks) or a table of this file, with the verdict
+computed from the numbers when the claim is about numbers (`scripts/fair.py` writes this section
+with the fair comparison below; tasks not yet in that comparison are left out of its counts)."""
+
+
+def claims_section(
+    records: Sequence[dict[str, Any]],
+    meta: dict[str, Any],
+    results_data: dict[str, Any] | None = None,
+) -> str:
+    """The claims section (markdown), kept at the top of RESULTS.md."""
+    rows = claims(all_task_cells(records, meta), meta["nets"], results_data)
+    tasks = ", ".join(t for t in meta["tasks"] if t in meta["settings"]) or "none yet"
+    return "\n".join([CLAIMS_HEAD, "", f"Tasks in the fair comparison: {tasks}.", "",
+                      *render_claims(rows), ""])  # fmt: skip
+
+
 def section(
     records: Sequence[dict[str, Any]],
     meta: dict[str, Any],
@@ -376,7 +423,10 @@ def section(
         tc[task] = (cells, meta["settings"][task]["higher_is_better"])
         if task in meta.get("notes", {}):
             lines += [meta["notes"][task], ""]
-    lines += ["### Claims -> evidence", "", *render_claims(claims(tc, meta["nets"], results_data))]
+    lines += [
+        "The claims of the OSTL and OSTTP papers and their evidence: the *claims* "
+        "section at the top of this file."
+    ]
     columns = sorted({k for r in records for k in r})  # the records as rows: a smaller blob
     rows = [[_short(r.get(k)) for k in columns] for r in records]
     blob = json.dumps({"meta": meta, "columns": columns, "rows": rows}, separators=(",", ":"))

@@ -34,7 +34,7 @@ import torch
 
 from ostl.rules import RULES
 from ostl.run.compare import format_bytes
-from ostl.run.sections import keep_sections
+from ostl.run.sections import keep_sections, read_sections
 from ostl.run.train import TrainConfig, train
 from ostl.tasks import TASKS
 from ostl.tasks.events import EventTask
@@ -258,6 +258,10 @@ def write(path: Path, data: dict[str, Any]) -> None:
         f"torch {torch.__version__}"
     )
     parts = [HEADER.format(machine=machine, date=time.strftime("%Y-%m-%d"))]
+    old = path.read_text() if path.exists() else ""
+    claims = read_sections(old).get("claims")  # scripts/fair.py's: kept under the header
+    if claims:
+        parts.append(claims if claims.endswith("\n") else claims + "\n")
     order = [t for t in TASKS if t in data]
     # the event-data tasks read files the user downloads: none is on this machine
     files = [t for t in TASKS if t not in data and issubclass(TASKS[t], EventTask)]
@@ -289,7 +293,6 @@ def write(path: Path, data: dict[str, Any]) -> None:
     parts.append(f"<!-- {DATA_TAG}\n{blob}\n-->\n")
     # Marked sections written by other commands (e.g. the PCM section of
     # scripts/hardware_results.py) are kept, not lost on rewrite.
-    old = path.read_text() if path.exists() else ""
     path.write_text(keep_sections("\n".join(parts), old))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,27 @@ def test_the_section_embeds_its_data_and_renders_the_same_again(tmp_path: Path) 
     out = tmp_path / "R.md"
     write_section(out, "other", "## Other\n\nkept")
     write_section(out, fair.SECTION, text)
-    before = out.read_text()
+    before = read_sections(out.read_text())
     assert fair.main(["--render-only", "--out", str(out)]) == 0
-    assert out.read_text() == before and "## Other\n\nkept" in out.read_text()
+    after = read_sections(out.read_text())
+    assert after["fair"] == before["fair"] and after["other"] == before["other"]
+    assert after["claims"].startswith("<!-- section:claims -->\n## Claims -> evidence")
+    assert "Tasks in the fair comparison: t." in after["claims"]
+    assert "| OSTTP has no update locking" in after["claims"]
+
+
+def test_results_md_keeps_the_claims_section_under_its_header(tmp_path: Path) -> None:
+    """scripts/results.py rewrites RESULTS.md's task tables: the claims section stays on top."""
+    import results  # scripts/ is on the path (above)
+
+    out = tmp_path / "RESULTS.md"
+    shutil.copy(ROOT / "RESULTS.md", out)
+    write_section(out, fair.CLAIMS, report.claims_section(_task(0.9, 0.891, 0.85), _meta(True)))
+    assert out.read_text().index("section:claims") > out.read_text().index("section:pcm")
+    assert results.main(["--render-only", "--output", str(out)]) == 0
+    text = out.read_text()
+    assert text.index("section:claims") < text.index("## digits") < text.index("section:pcm")
+    assert text.count("<!-- section:claims -->") == 1
 
 
 def test_claims_verdicts_are_computed_from_the_numbers(tmp_path: Path) -> None:
