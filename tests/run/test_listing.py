@@ -11,6 +11,7 @@ from ostl.cells import CELLS
 from ostl.rules import RULES
 from ostl.run.cli import build_parser, main
 from ostl.run.listing import describe, format_listing, task_option_docs
+from ostl.streams import STREAMS
 from ostl.tasks import TASKS
 
 
@@ -23,22 +24,22 @@ def _line_of(listing: str, name: str) -> str:
     raise AssertionError(f"{name} is not listed")
 
 
-def test_every_registered_rule_cell_and_task_is_listed_with_a_description(
+def test_every_registered_rule_cell_task_and_stream_is_listed_with_a_description(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
     assert listing.strip() == format_listing()
-    for registry in (RULES, CELLS, TASKS):
+    for registry in (RULES, CELLS, TASKS, STREAMS):
         for name, cls in registry.items():
             text = describe(cls)
             assert text and "``" not in text and ":class:" not in text, (name, text)
             assert text in _line_of(listing, name)
 
 
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", [*TASKS, *STREAMS])
 def test_every_task_option_is_listed_with_its_default_and_help(name: str) -> None:
-    cls = TASKS[name]
+    cls = TASKS[name] if name in TASKS else STREAMS[name]
     options = task_option_docs(cls)
     constructor = [f.name for f in dataclasses.fields(cls) if f.init]
     assert [o.name for o in options] == constructor

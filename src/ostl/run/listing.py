@@ -1,7 +1,9 @@
-"""``ostl list``: every registered rule, cell and task in one line each, and their options.
+"""``ostl list``: every registered rule, cell, task and stream in one line each, and their
+options.
 
 Everything comes from the registries (:data:`ostl.rules.RULES`, :data:`ostl.cells.CELLS`,
-:data:`ostl.tasks.TASKS`), so a new rule, cell or task is listed without touching this module:
+:data:`ostl.tasks.TASKS`, :data:`ostl.streams.STREAMS`), so a new rule, cell, task or stream is
+listed without touching this module (a stream is listed as a task is):
 
 - a rule's or a cell's description is the first sentence of its class docstring;
 - a task's is its ``summary`` (the class attribute that also names it in the docs' tables);
@@ -98,6 +100,7 @@ def format_listing() -> str:
     options."""
     from ..cells import CELLS
     from ..rules import RULES
+    from ..streams import STREAMS
     from ..tasks import TASKS
     from .config import rule_option_types
 
@@ -119,7 +122,18 @@ def format_listing() -> str:
             f"    default network {d.cell} {hidden}, {d.epochs} epoch{'s' * (d.epochs != 1)}, "
             f"batch {d.batch_size}, lr {d.lr:g}"
         )
-        options = [(f"{o.name}={o.default}", o.help) for o in task_option_docs(cls)]
-        width = max((len(o) for o, _ in options), default=0) + 2
-        lines += [f"    {o:<{width}}{text}".rstrip() for o, text in options]
+        lines += _options(cls)
+    lines += ["", "streams (ostl stream --task NAME; options: --task-opt NAME=VALUE):"]
+    for name, stream in STREAMS.items():
+        sd = stream.defaults
+        lines.append(f"  {name}: {describe(stream)}")
+        lines.append(f"    default network {sd.cell} {','.join(map(str, sd.hidden))}, lr {sd.lr:g}")
+        lines += _options(stream)
     return "\n".join(lines)
+
+
+def _options(cls: type) -> list[str]:
+    """A task's or a stream's options (its dataclass fields), one line each."""
+    options = [(f"{o.name}={o.default}", o.help) for o in task_option_docs(cls)]
+    width = max((len(o) for o, _ in options), default=0) + 2
+    return [f"    {o:<{width}}{text}".rstrip() for o, text in options]
