@@ -15,10 +15,11 @@ import ostl
 from ostl.errors import OptionError
 from ostl.rules import OSTL, OSTTP
 from ostl.run.cli import main
-from ostl.run.config import TrainConfig, make_rule, parse_rule_options, rule_option_types
+from ostl.run.config import TrainConfig
 from ostl.run.listing import format_listing
 from ostl.run.model import read_config
 from ostl.run.resume import check_same_config
+from ostl.run.rule_options import make_rule, parse_rule_options, rule_option_types
 from ostl.run.run import Run
 from ostl.run.train import resume, train
 

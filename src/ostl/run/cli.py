@@ -45,12 +45,13 @@ from ..errors import OSTLError
 from ..numerics import flush_denormals_globally
 from ..rules import RULES, TraceRule
 from .checkpoint import WriteError
-from .config import TrainConfig, parse_rule_options
+from .config import TrainConfig
 from .display import report
 from .export import cmd_export_nir
 from .lock import HELD_ENV, folder_lock
 from .options import flag, given, names
 from .parser import build_parser
+from .rule_options import parse_rule_options
 from .signals import Interrupted
 
 __all__ = ["main", "build_parser"]

@@ -8,7 +8,7 @@ listed without touching this module (a stream is listed as a task is):
 - a rule's or a cell's description is the first sentence of its class docstring;
 - a task's is its ``summary`` (the class attribute that also names it in the docs' tables);
 - a rule's options are those a run can set (``--rule-opt``,
-  :func:`ostl.run.config.rule_option_types`), with their defaults;
+  :func:`ostl.run.rule_options.rule_option_types`), with their defaults;
 - a task's options are its dataclass fields (those the constructor takes), with their default
   and the entry of the ``Args:`` section of the class docstring that documents them (the first
   class in the method resolution order that does, so a subclass inherits its base's entries).
@@ -102,7 +102,7 @@ def format_listing() -> str:
     from ..rules import RULES
     from ..streams import STREAMS
     from ..tasks import TASKS
-    from .config import rule_option_types
+    from .rule_options import rule_option_types
 
     lines = []
     for line, name in zip(_section("rules (--rule NAME; options: --rule-opt NAME=VALUE):", RULES),

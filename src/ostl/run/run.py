@@ -41,7 +41,7 @@ from ..learner import Learner
 from ..rules import BPTT, Rule, TraceRule
 from ..tasks import Task, get_task
 from .checkpoint import rng_state, set_rng_state
-from .config import RunResult, TrainConfig, make_rule, parse_schedule
+from .config import RunResult, TrainConfig, parse_schedule
 from .display import Display, display_mode
 from .evaluate import ModelSelection, evaluate
 from .logs import ScalarLog
@@ -49,6 +49,7 @@ from .meter import MemoryMeter, StepTimer
 from .model import MODEL, MODEL_LAST
 from .outputs import RunFolder
 from .resume import Checkpointer, Epoch, Progress, RunOptions, Stopped
+from .rule_options import make_rule
 from .signals import Interrupted, Signals
 
 if TYPE_CHECKING:
