@@ -54,6 +54,9 @@ from .parser import build_parser
 from .rule_options import parse_rule_options
 from .signals import Interrupted
 
+# Over 400 lines on purpose: the commands share the run-folder helpers below (claiming a folder,
+# discarding it on failure, --nproc relaunch); the parser lives in .parser, each command's work
+# in its own module (train, compare, stream, evaluate, export).
 __all__ = ["main", "build_parser"]
 
 
