@@ -55,7 +55,15 @@ from .signals import Interrupted, Signals
 if TYPE_CHECKING:
     from ..hardware.run import HardwareSession
 
-__all__ = ["Run", "DataParallel", "Hardware", "place", "update_every", "delayed_updates"]
+__all__ = [
+    "Run",
+    "DataParallel",
+    "Hardware",
+    "place",
+    "checked_device",
+    "update_every",
+    "delayed_updates",
+]
 
 
 def update_every(rule: Rule, schedule: str) -> int | None:
@@ -95,17 +103,22 @@ class DataParallel:
         return dist.gather_to_main(local)
 
 
-def place(cfg: TrainConfig, parallel: DataParallel) -> torch.device:
-    """Set torch's CPU threads; the checked device of the run."""
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+def checked_device(device: str, threads: int | None) -> torch.device:
+    """Set torch's CPU threads (None: leave them); ``device`` as a torch device, checked."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        dev = torch.device(cfg.device)
+        dev = torch.device(device)
     except RuntimeError:
-        raise OptionError(f"unknown device {cfg.device!r}: expected e.g. 'cpu' or 'cuda'") from None
+        raise OptionError(f"unknown device {device!r}: expected e.g. 'cpu' or 'cuda'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError(f"device {cfg.device!r} requested but CUDA is not available here")
-    return parallel.device(dev)
+        raise OptionError(f"device {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def place(cfg: TrainConfig, parallel: DataParallel) -> torch.device:
+    """Set torch's CPU threads; the checked device of the run (this rank's)."""
+    return parallel.device(checked_device(cfg.device, cfg.threads))
 
 
 class Hardware:

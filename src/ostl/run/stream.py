@@ -37,6 +37,7 @@ from ..streams.prequential import DEFAULT_CHUNK, DEFAULT_WINDOW, Prequential, Pr
 from ..streams.recovery import DEFAULT_ATOL, DEFAULT_TOL
 from .compare import format_bytes
 from .display import LINE_INTERVAL, display_mode
+from .run import checked_device
 from .signals import Interrupted, Signals
 from .stream_outputs import format_stream_table, write_stream_config, write_stream_folder
 
@@ -190,14 +191,7 @@ def _network(stream: Stream, cfg: StreamConfig) -> Any:
 
 def _device(cfg: StreamConfig) -> None:
     """Set the CPU threads; check the device."""
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
-        dev = torch.device(cfg.device)
-    except RuntimeError:
-        raise OptionError(f"unknown device {cfg.device!r}: expected e.g. 'cpu' or 'cuda'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError(f"device {cfg.device!r} requested but CUDA is not available here")
+    checked_device(cfg.device, cfg.threads)
 
 
 def _stream_json(stream: Stream, cfg: StreamConfig) -> dict[str, Any]:
