@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import OptionError
 from ..rules import RULES, Rule
+from ..typed import scalar
 
 __all__ = ["rule_option_types", "parse_rule_options", "make_rule"]
 
@@ -63,12 +64,8 @@ def _parse_value(rule: str, key: str, text: str) -> Any:
     if optional and text.lower() == "none":
         return None
     try:
-        if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        return kind(text)
-    except ValueError:
+        return scalar(text, kind, key)
+    except OptionError:
         raise OptionError(
             f"rule {rule!r}, option {key}={text!r}: expected {_EXPECTED[kind]}"
             f"{' or none' * optional}; {_options_text(rule)}"

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import OptionError
-from ..tasks import _typed
+from ..typed import typed_value
 from .base import Stream, StreamDefaults
 from .drift import Drift
 from .keywords import Keywords
@@ -150,7 +150,7 @@ def parse_options(name: str, pairs: Iterable[str]) -> dict[str, Any]:
                 f"stream {cls.name!r} has no option {key!r}; its options are "
                 f"{', '.join(fields) or 'none'}"
             )
-        out[key] = _typed(value, fields[key], key)
+        out[key] = typed_value(value, fields[key], key)
     return out
 
 

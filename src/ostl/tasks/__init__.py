@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import OptionError
+from ..typed import typed_value
 from .base import Defaults, IndexedTask, Task, build_network
 from .chorales import Chorales
 from .custom import TensorTask, from_tensors
@@ -275,44 +276,6 @@ def task_options(task: Task) -> dict[str, Any]:
     return {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.init}
 
 
-def _typed(value: str, hint: Any, key: str) -> Any:
-    """``value`` as the annotation ``hint`` says: int, float, str, bool, a Literal of them, and
-    the same ``| None`` (``none``); any other annotation, or none, keeps the string."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value.lower() == "none" and type(None) in args:
-            return None
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) != 1:
-            return value
-        hint, args = rest[0], typing.get_args(rest[0])
-    if typing.get_origin(hint) is typing.Literal:
-        for choice in args:
-            if str(choice) == value:
-                return choice
-        raise OptionError(f"option {key}={value!r}: expected one of {', '.join(map(str, args))}")
-    if hint in (int, float, str, bool):
-        return _convert(value, hint, key)
-    return value
-
-
-def _convert(value: str, kind: Any, key: str) -> Any:
-    args = typing.get_args(kind)
-    if args:  # an Optional[...] / X | None
-        if value.lower() == "none" and type(None) in args:
-            return None
-        kind = next(a for a in args if a is not type(None))
-    try:
-        if kind is bool:
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        return kind(value)
-    except (TypeError, ValueError):
-        name = getattr(kind, "__name__", str(kind))
-        raise OptionError(f"option {key}={value!r}: expected a {name}") from None
-
-
 def parse_options(name: str, pairs: Iterable[str]) -> dict[str, Any]:
     """``["steps=30", "encoding=latency"]`` -> typed options of the task ``name``.
 
@@ -332,5 +295,5 @@ def parse_options(name: str, pairs: Iterable[str]) -> dict[str, Any]:
                 f"task {name!r} has no option {key!r}; its options are "
                 f"{', '.join(fields) or 'none'}"
             )
-        out[key] = _typed(value, fields.get(key), key)
+        out[key] = typed_value(value, fields.get(key), key)
     return out
