@@ -117,6 +117,13 @@ NOTES = {
     "and test metrics are the same pair's, so here the lr is chosen on the test pair.",
     "smnist": "The target exists only at the last row: the online rules then update once per "
     "sequence under both schedules.",
+    "recall": "The target exists only during the recall steps, after the delay: OSTTP's hidden "
+    "layers get a learning signal only then, long after the symbols they had to store. The "
+    "OSTTP variants change its projection B: the distribution (normal) and the scale (2 and "
+    "0.1 against the default 0.5). With Adam, B's scale cancels out (each weight's step is "
+    "normalised by its own gradient's size; only Adam's epsilon sees the scale), so the scale "
+    "variants follow the default closely; the learning rate, swept alike, is the scale that "
+    "matters. The sweep often chose its largest factor (lr 0.01): a wider sweep is left to do.",
 }
 
 
@@ -373,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if found is None:
             p.error(f"{out} holds no fair section to render again")
         records, meta = found
+        meta["notes"] = {t: NOTES[t] for t in meta["tasks"] if t in NOTES}  # text: the newest
     else:
         lists = _check(p, args)
         t0 = time.perf_counter()
