@@ -254,7 +254,9 @@ def _add_stream(sub: Any) -> None:
         "--hidden", type=_sizes, help="hidden layer sizes, e.g. 64,64 (default: the stream's)"
     )
     s.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    s.add_argument("--threads", type=positive, help="torch CPU threads (default: torch's)")
+    s.add_argument(
+        "--threads", type=positive, default=1, help="torch CPU threads (default: %(default)s)"
+    )
     s.add_argument(
         "--chunk",
         type=positive,

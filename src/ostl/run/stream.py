@@ -68,7 +68,7 @@ class StreamConfig:
         cell: cell of the hidden layers (None: the stream's).
         hidden: hidden layer sizes (None: the stream's).
         device: torch device.
-        threads: torch CPU threads (None: torch's default).
+        threads: torch CPU threads (1, as ``ostl train``; None: torch's default).
         chunk: steps per chunk read from the stream.
         tol: relative tolerance of the recovery times (:mod:`ostl.streams.recovery`).
         atol: absolute tolerance of the recovery times.
@@ -84,7 +84,7 @@ class StreamConfig:
     cell: str | None = None
     hidden: tuple[int, ...] | None = None
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = 1
     chunk: int = DEFAULT_CHUNK
     tol: float = DEFAULT_TOL
     atol: float = DEFAULT_ATOL
