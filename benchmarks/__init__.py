@@ -13,6 +13,12 @@ working tree unless asked). Modules, one concept each:
 - :mod:`.machine`, :mod:`.report`, :mod:`.tables`, :mod:`.plot`: the report and its figure;
 - :mod:`.outfile`: the ``--out`` option every command that writes the report takes;
 - :mod:`.cli`: the command; :func:`main` is what ``ostl bench`` calls.
+
+Commands that write one section of the report each (``--out``, or ``--no-write`` to print):
+:mod:`.soak` (a never-ending stream), :mod:`.denormal`, :mod:`.distributed` (throughput with 1
+and N processes per update schedule), :mod:`.schedules` (the schedules' accuracy), and
+:mod:`.gpu` (with :mod:`.gpu_memory`, :mod:`.gpu_sync`, :mod:`.gpu_report`: OSTL against BPTT
+on a CUDA device).
 """
 
 from __future__ import annotations
