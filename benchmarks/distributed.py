@@ -3,9 +3,9 @@
 ::
 
     python -m benchmarks.distributed --out BENCHMARKS.md    # 1 and 2 processes, 4 modes
-    python -m benchmarks.distributed --procs 1,2,4 --rules ostl --modes sync --rounds 1
+    python -m benchmarks.distributed --procs 1,2,4 --rules ostl --modes online --rounds 1
     python -m benchmarks.distributed --rules ostl,osttp --batch 64 \
-        --modes sync,delayed,every4,every8,delayed-every4 --rounds 5 --out /tmp/D.md
+        --modes online,delayed,every-4,every-8,delayed-every-4 --rounds 5 --out /tmp/D.md
 
 Workload: the headline network of :mod:`.workload` (64 Poisson inputs → LIF(256) → LIF(256) →
 readout 10), a *global* batch of 32 sequences of ``steps`` steps (``--batch``), a loss at every
@@ -17,11 +17,12 @@ throughput is the global batch times the timed sequences over the wall time betw
 barriers (after ``warmup`` discarded sequences). The section ``distributed`` of ``--out`` is
 replaced (other sections stay).
 
-``--modes`` picks how the online rules update (:data:`MODES`): ``sync`` (the default Learner:
-an update after every step, each waiting for its all-reduce), ``everyK`` (``update_every=K``:
-one all-reduce and one update per K steps), ``delayed`` (``delayed_updates=True``: the
-all-reduce of each update runs during the next step, and its gradient is applied one update
-late) and ``delayed-everyK`` (both). BPTT runs in ``sync`` only (it updates once per sequence).
+``--modes`` picks how the online rules update (:data:`MODES`, the names of ``ostl train
+--schedule``): ``online`` (the default Learner: an update after every step, each waiting for
+its all-reduce), ``every-K`` (``update_every=K``: one all-reduce and one update per K steps),
+``delayed`` (``delayed_updates=True``: the all-reduce of each update runs during the next step,
+and its gradient is applied one update late) and ``delayed-every-K`` (both). BPTT runs in
+``online`` only (it updates once per sequence).
 Every (rule, mode, process count) runs in its own torchrun launch; ``--rounds R`` repeats the
 whole set R times, the process counts interleaved (ascending, then descending, ...), and the
 report gives the median throughput and the median and range of the per-round speed-ups, each
@@ -33,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -45,7 +45,9 @@ from typing import Any
 import torch
 
 from ostl import distributed as dist
+from ostl.errors import OptionError
 from ostl.learner import Learner
+from ostl.run.config import parse_schedule
 from ostl.run.sections import write_section
 
 from .machine import machine_info
@@ -54,41 +56,43 @@ from .workload import HEADLINE, build_network, input_pool, loss_fn, make_optimiz
 
 __all__ = ["main", "measure", "markdown", "parse_mode", "MODES"]
 
-#: What each ``--modes`` entry means (``everyK`` and ``delayed-everyK`` for any K >= 1).
+#: What each ``--modes`` entry means: the run schedules of ``ostl train --schedule``
+#: (:func:`ostl.run.config.parse_schedule`; ``every-K`` and ``delayed-every-K`` for any K >= 1).
 MODES = {
-    "sync": "an update after every step, each waiting for a blocking all-reduce of every "
+    "online": "an update after every step, each waiting for a blocking all-reduce of every "
     "gradient (the default)",
-    "everyK": "update_every={k}: each process sums its gradients over {k} steps, then one "
+    "every-K": "update_every={k}: each process sums its gradients over {k} steps, then one "
     "blocking all-reduce and one update (one process with the whole batch and update_every={k} "
     "follows the same trajectory)",
     "delayed": "delayed_updates=True: an update after every step, applying the gradient of the "
     "step before, whose all-reduce ran in the background during this step",
-    "delayed-everyK": "delayed_updates=True and update_every={k}: the all-reduce of each "
+    "delayed-every-K": "delayed_updates=True and update_every={k}: the all-reduce of each "
     "update runs during the next {k} steps",
 }
 
 
 def parse_mode(mode: str) -> tuple[int, bool]:
     """``(update_every, delayed)`` of a mode name (:data:`MODES`)."""
-    m = re.fullmatch(r"(sync|delayed)|(delayed-)?every([1-9][0-9]*)", mode)
-    if m is None:
+    try:
+        every, delayed = parse_schedule(mode)
+    except OptionError:
+        every = None
+    if every is None:  # "sequence" too: the online rules' modes only
         raise argparse.ArgumentTypeError(
-            f"unknown mode {mode!r}: expected sync, delayed, everyK or delayed-everyK (K >= 1)"
+            f"unknown mode {mode!r}: expected online, delayed, every-K or delayed-every-K (K >= 1)"
         )
-    if m.group(1):
-        return 1, m.group(1) == "delayed"
-    return int(m.group(3)), m.group(2) is not None
+    return every, delayed
 
 
 def measure(
-    rule: str, steps: int, warmup: int, repeats: int, batch: int, mode: str = "sync"
+    rule: str, steps: int, warmup: int, repeats: int, batch: int, mode: str = "online"
 ) -> dict[str, Any]:
     """Run in every process: time ``repeats`` sequences of this rank's shard; rank 0's record."""
     spec = HEADLINE.with_(batch=batch)
     world, s = dist.world_size(), dist.shard_range(batch, dist.rank(), dist.world_size())
     net = build_network(spec, seed=0)
     every, delayed = parse_mode(mode)
-    if rule == "bptt" and mode != "sync":
+    if rule == "bptt" and mode != "online":
         raise ValueError(f"BPTT updates once per sequence: mode {mode!r} does not apply")
     learner = Learner(
         net,
@@ -167,17 +171,17 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _configs(rules: list[str], modes: list[str]) -> list[tuple[str, str]]:
-    """Every (rule, mode) to measure: BPTT in ``sync`` only."""
-    return [(r, m) for r in rules for m in modes if r != "bptt" or m == "sync"]
+    """Every (rule, mode) to measure: BPTT in ``online`` only."""
+    return [(r, m) for r in rules for m in modes if r != "bptt" or m == "online"]
 
 
 def _speedups(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], list[float]]:
     """Per (rule, mode, processes): the speed-up of each round over its 1-process run."""
-    one = {(r["rule"], r.get("mode", "sync"), r.get("round", 0)): r["samples_per_s"]
+    one = {(r["rule"], r.get("mode", "online"), r.get("round", 0)): r["samples_per_s"]
            for r in rows if r["processes"] == 1}  # fmt: skip
     out: dict[tuple[str, str, int], list[float]] = {}
     for r in rows:
-        mode, rnd = r.get("mode", "sync"), r.get("round", 0)
+        mode, rnd = r.get("mode", "online"), r.get("round", 0)
         base = one.get((r["rule"], mode, rnd))
         if base:
             out.setdefault((r["rule"], mode, r["processes"]), []).append(r["samples_per_s"] / base)
@@ -188,21 +192,21 @@ def _mode_table(rows: list[dict[str, Any]], mode: str) -> list[str]:
     """One mode's table: a row per (rule, processes), medians over the rounds."""
     speed = _speedups(rows)
     default = {r: statistics.median(v) for (r, m, n), v in _throughputs(rows).items()
-               if m == "sync" and n == 1}  # fmt: skip
+               if m == "online" and n == 1}  # fmt: skip
     every, delayed = parse_mode(mode)
-    about = MODES[mode] if every == 1 else MODES["delayed-everyK" if delayed else "everyK"]
+    about = MODES[mode] if every == 1 else MODES["delayed-every-K" if delayed else "every-K"]
     lines = [
         f"**{mode}**: {about.format(k=every)}.",
         "",
         "| rule | processes | batch per process | samples/s | sample-steps/s | speed-up "
-        "| one gradient all-reduce | scaling efficiency | vs sync, 1 process |",
+        "| one gradient all-reduce | scaling efficiency | vs online, 1 process |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (rule, m, n), thr in _throughputs(rows).items():
         if m != mode:
             continue
         group = [
-            r for r in rows if (r["rule"], r.get("mode", "sync"), r["processes"]) == (rule, m, n)
+            r for r in rows if (r["rule"], r.get("mode", "online"), r["processes"]) == (rule, m, n)
         ]
         r0, ratios = group[0], speed.get((rule, m, n), [])
         b = r0["batch"]
@@ -224,7 +228,7 @@ def _throughputs(rows: list[dict[str, Any]]) -> dict[tuple[str, str, int], list[
     """Samples per second of every round, per (rule, mode, processes), in the rows' order."""
     out: dict[tuple[str, str, int], list[float]] = {}
     for r in rows:
-        key = (r["rule"], r.get("mode", "sync"), r["processes"])
+        key = (r["rule"], r.get("mode", "online"), r["processes"])
         out.setdefault(key, []).append(r["samples_per_s"])
     return out
 
@@ -233,7 +237,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
     """The ``distributed`` section of BENCHMARKS.md."""
     r0 = rows[0]
     rounds = len({r.get("round", 0) for r in rows})
-    modes = list(dict.fromkeys(r.get("mode", "sync") for r in rows))
+    modes = list(dict.fromkeys(r.get("mode", "online") for r in rows))
     lines = [
         "## Data-parallel throughput (torch.distributed)",
         "",
@@ -251,7 +255,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         "over the rounds, speed-up the median (and range) of each round's throughput over the "
         "same round's single process with the same rule and mode, scaling efficiency the "
         "speed-up over the number of processes, and the last column the throughput over that of "
-        "one process in mode sync.",
+        "one process in mode online.",
         "",
     ]
     for mode in modes:
@@ -266,7 +270,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
             else ": not recorded"
         )
         + ". Other jobs on the same cores make these numbers noisy: compare runs on a quiet "
-        "machine. In mode sync the online rules "
+        "machine. In mode online the online rules "
         "synchronise at every step: each step costs the slower process's compute plus one "
         "all-reduce of every gradient (timed separately), so a process that is "
         "descheduled by another job stalls both: with more processes than free cores the "
@@ -313,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--modes",
         type=_modes,
-        default=["sync", "delayed", "every4", "delayed-every4"],
-        help="how the online rules update, comma-separated: sync, delayed, everyK, "
-        "delayed-everyK (K >= 1); default sync,delayed,every4,delayed-every4",
+        default=["online", "delayed", "every-4", "delayed-every-4"],
+        help="how the online rules update, comma-separated run schedules: online, delayed, "
+        "every-K, delayed-every-K (K >= 1); default online,delayed,every-4,delayed-every-4",
     )
     p.add_argument(
         "--rounds", type=_positive, default=3, help="repeat every launch this many times (3)"

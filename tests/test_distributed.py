@@ -418,23 +418,23 @@ def test_delayed_updates_options_and_checkpoints_are_checked() -> None:
 def test_bench_modes_report_median_speedups_and_scaling_efficiency() -> None:
     from benchmarks.distributed import markdown, parse_mode
 
-    assert [parse_mode(m) for m in ("sync", "delayed", "every8", "delayed-every4")] == [
+    assert [parse_mode(m) for m in ("online", "delayed", "every-8", "delayed-every-4")] == [
         (1, False), (1, True), (8, False), (4, True)
     ]  # fmt: skip
-    for bad in ("every0", "async", "delayed-sync"):
+    for bad in ("every-0", "sync", "sequence", "delayed-online"):
         with pytest.raises(argparse.ArgumentTypeError, match="unknown mode"):
             parse_mode(bad)
     rows = [
         {"rule": "ostl", "mode": mode, "processes": n, "round": rnd, "batch": 64, "steps": 3,
          "sequences": 2, "local_batch": 64 // n, "allreduce_ms": 2.0 if n > 1 else None,
          "samples_per_s": base * (speed if n > 1 else 1.0), "sample_steps_per_s": 1.0}
-        for mode, base, speeds in (("sync", 100.0, (0.6, 0.7, 0.8)),
-                                   ("every8", 120.0, (1.2, 1.4, 1.5)))
+        for mode, base, speeds in (("online", 100.0, (0.6, 0.7, 0.8)),
+                                   ("every-8", 120.0, (1.2, 1.4, 1.5)))
         for rnd, speed in enumerate(speeds) for n in (1, 2)
     ]  # fmt: skip
     meta = {"date": "today", "cpu": "a CPU", "usable_cores": 2, "torch": "2", "commit": "abc"}
     text = markdown(rows, meta, "python -m benchmarks.distributed --rounds 3")
-    assert "3 round(s)" in text and "**every8**: update_every=8: each process sums" in text
+    assert "3 round(s)" in text and "**every-8**: update_every=8: each process sums" in text
     assert "| ostl | 2 | 32 | 70.0 | 1 | 0.70× (0.60–0.80) | 2.00 ms | 35% | 0.70× |" in text
     assert "| ostl | 2 | 32 | 168.0 | 1 | 1.40× (1.20–1.50) | 2.00 ms | 70% | 1.68× |" in text
     assert "| ostl | 1 | 64 | 120.0 | 1 | 1.00× (1.00–1.00) | – | 100% | 1.20× |" in text
