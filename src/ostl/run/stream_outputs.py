@@ -17,6 +17,7 @@ interrupted (the rule running then with the steps it took), so a stopped run kee
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import platform
@@ -30,7 +31,7 @@ from matplotlib.figure import Figure
 
 from .. import __version__
 from ..streams.prequential import PrequentialResult
-from .checkpoint import WriteError, write_atomic
+from .checkpoint import write_atomic
 from .compare import format_bytes
 from .sections import describe_machine
 
@@ -110,22 +111,16 @@ def _sample_steps(results: Sequence[PrequentialResult]) -> np.ndarray:
 def _write_curves(path: Path, results: Sequence[PrequentialResult]) -> None:
     idx = _sample_steps(results)
     head = ["step"] + [f"{r.label}:{k}" for r in results for k in ("windowed", "cumulative")]
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(head)
-            curves = [(r.steps, r.windowed(), r.cumulative()) for r in results]
-            for t in idx:
-                row: list[Any] = [int(t) + 1]
-                for steps, win, cum in curves:
-                    row += [f"{win[t]:.6g}", f"{cum[t]:.6g}"] if t < steps else ["", ""]
-                w.writerow(row)
-        tmp.replace(path)
-    except OSError as e:
-        raise WriteError(f"cannot write {path}: {e.strerror or e}", e) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(head)
+    curves = [(r.steps, r.windowed(), r.cumulative()) for r in results]
+    for t in idx:
+        row: list[Any] = [int(t) + 1]
+        for steps, win, cum in curves:
+            row += [f"{win[t]:.6g}", f"{cum[t]:.6g}"] if t < steps else ["", ""]
+        w.writerow(row)
+    _write_text(path, f.getvalue())
 
 
 def stream_plot(
@@ -172,7 +167,9 @@ def write_stream_folder(
         return
     (out / "errors").mkdir(parents=True, exist_ok=True)
     for r in results:
-        np.save(out / "errors" / f"{r.label}.npy", r.errors)
+        buf = io.BytesIO()
+        np.save(buf, r.errors)
+        write_atomic(out / "errors" / f"{r.label}.npy", buf.getbuffer())
     _write_curves(out / "curves.csv", results)
     rows = [r.to_json() for r in results]
     summary = {

@@ -46,6 +46,7 @@ from torch import Tensor
 from ..errors import OptionError
 from ..learner import Learner
 from ..meter import MemoryMeter
+from ..tasks.data import transfer
 from .base import Stream
 from .recovery import DEFAULT_ATOL, DEFAULT_TOL, cumulative_mean, recovery_times, windowed_mean
 
@@ -276,7 +277,7 @@ class Prequential:
         """Take one chunk's steps (at most those left); True if ``stop`` said so."""
         dev = self.learner.net.device
         n = min(len(xs), self.length - self.done)
-        steps = list(xs[:n].to(dev).unbind(0))
+        steps = list(transfer(xs[:n], dev).unbind(0))
         tgts = _targets(targets, n, dev)
         if self._per_step:  # the graph's saved inputs: count one step's, not the chunk's storage
             steps = [x.clone() for x in steps]
@@ -349,10 +350,11 @@ def _length(stream: Stream, steps: int | None) -> int:
 
 
 def _targets(targets: Any, n: int, dev: torch.device) -> list[Tensor | None]:
-    """The first n per-step targets of a chunk on ``dev`` (None at steps without one)."""
+    """The first n per-step targets of a chunk on ``dev`` (None at steps without one), moved
+    as the training batches are (:func:`ostl.tasks.data.transfer`)."""
     if isinstance(targets, Tensor):
-        return list(targets[:n].to(dev).unbind(0))
-    return [None if t is None else t.to(dev) for t in list(targets)[:n]]
+        return list(transfer(targets[:n], dev).unbind(0))
+    return [None if t is None else transfer(t, dev) for t in list(targets)[:n]]
 
 
 def prequential(
