@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -234,16 +233,6 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     return json.loads(m.group(1)) if m else {}
 
 
-class _Done:
-    """A call made when its result is asked for (``--jobs 1``: no worker processes)."""
-
-    def __init__(self, f: Any, *args: Any) -> None:
-        self.f, self.args = f, args
-
-    def result(self) -> Any:
-        return self.f(*self.args)
-
-
 def main(argv: list[str] | None = None, command: str | None = None) -> int:
     """The script; ``command``: how RESULTS.md names the command that ran it (default: this
     script with ``argv``)."""
@@ -268,11 +257,8 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = command or " ".join(["python scripts/stream_results.py", *given])
     folders = {n: str(ROOT / "runs" / "results" / "streams" / n) for n in names}
-    with ProcessPoolExecutor(max_workers=args.jobs) if args.jobs > 1 else nullcontext() as pool:
-        if pool is None:  # one at a time, in this process
-            futures: dict[str, Any] = {n: _Done(run_one, n, rules, folders[n]) for n in names}
-        else:
-            futures = {n: pool.submit(run_one, n, rules, folders[n]) for n in names}
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # as scripts/results.py
+        futures = {n: pool.submit(run_one, n, rules, folders[n]) for n in names}
         for name, fut in futures.items():
             entry = fut.result()
             meta = {
