@@ -349,12 +349,28 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, An
     return lists
 
 
+def recorded(argv: list[str] | str) -> str:
+    """The command as RESULTS.md names it: where the runs are kept and which file the section
+    goes to (``--runs``, ``--out``) change no result, and may be paths of one machine."""
+    if isinstance(argv, str):  # a command recorded before: its arguments
+        argv = argv.split()[2:]
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--runs", "--out"):
+            skip = True
+        elif not a.startswith(("--runs=", "--out=")):
+            kept.append(a)
+    return " ".join(["python scripts/fair.py", *kept])
+
+
 def _meta(
     args: argparse.Namespace, lists: dict[str, Any], argv: list[str] | None
 ) -> dict[str, Any]:
     tasks = lists["tasks"]
     return {
-        "command": " ".join(["python scripts/fair.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": recorded(sys.argv[1:] if argv is None else argv),
         "machine": describe_machine().rsplit(", ", 1)[0],  # less the main process's threads
         "date": time.strftime("%Y-%m-%d"),
         "jobs": args.jobs,
@@ -381,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{out} holds no fair section to render again")
         records, meta = found
         meta["notes"] = {t: NOTES[t] for t in meta["tasks"] if t in NOTES}  # text: the newest
+        meta["command"] = recorded(meta["command"])
     else:
         lists = _check(p, args)
         t0 = time.perf_counter()

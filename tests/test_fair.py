@@ -278,3 +278,10 @@ def test_a_quick_run_on_digits_writes_the_section_and_resumes(tmp_path: Path) ->
     stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*.json")}
     assert fair.main(argv) == 0  # everything kept: nothing runs again
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*.json")} == stamps
+
+
+def test_the_recorded_command_leaves_out_where_runs_and_the_section_go() -> None:
+    argv = ["--tasks", "recall", "--runs", "/tmp/x/runs", "--out=/abs/R.md", "--jobs", "2"]
+    assert fair.recorded(argv) == "python scripts/fair.py --tasks recall --jobs 2"
+    old = "python scripts/fair.py --tasks recall --runs /tmp/x --out /abs/R.md --jobs 2"
+    assert fair.recorded(old) == "python scripts/fair.py --tasks recall --jobs 2"
