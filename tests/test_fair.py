@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import fair  # noqa: E402
+import fair_claims as claims  # noqa: E402
 import fair_report as report  # noqa: E402
 
 from ostl.run.sections import read_sections, write_section  # noqa: E402
@@ -139,7 +140,7 @@ def test_results_md_keeps_the_claims_section_under_its_header(tmp_path: Path) ->
     text = (ROOT / "RESULTS.md").read_text()
     old = read_sections(text).get(fair.CLAIMS)
     out.write_text(text.replace(old, "") if old else text)  # as before fair.py's first run
-    write_section(out, fair.CLAIMS, report.claims_section(_task(0.9, 0.891, 0.85), _meta(True)))
+    write_section(out, fair.CLAIMS, claims.claims_section(_task(0.9, 0.891, 0.85), _meta(True)))
     assert out.read_text().index("section:claims") > out.read_text().index("section:pcm")
     assert results.main(["--render-only", "--output", str(out)]) == 0
     text = out.read_text()
@@ -150,7 +151,7 @@ def test_results_md_keeps_the_claims_section_under_its_header(tmp_path: Path) ->
 def test_claims_verdicts_are_computed_from_the_numbers(tmp_path: Path) -> None:
     cells_ok = report.task_cells(_task(0.90, 0.891, 0.85), META, True)
     cells_far = report.task_cells(_task(0.90, 0.80, 0.85), META, True)
-    rows = report.claims({"a": (cells_ok, True), "b": (cells_far, True)}, ["shallow"])
+    rows = claims.claims({"a": (cells_ok, True), "b": (cells_far, True)}, ["shallow"])
     verdict = {c: v for c, _, v in rows}
     ostl = (
         "Tuned alike and updating once per sequence, OSTL is within 2 % of BPTT (shallow networks)"
@@ -158,10 +159,10 @@ def test_claims_verdicts_are_computed_from_the_numbers(tmp_path: Path) -> None:
     assert verdict[ostl] == "**mixed**: yes on 1 of 2 tasks (a +1.0 %)"
     osttp = ostl.replace("OSTL is within 2", "OSTTP is within 5")
     assert verdict[osttp] == "**does not hold**: yes on 0 of 2 tasks"
-    rows = report.claims({"a": (cells_ok, True)}, ["shallow"])
+    rows = claims.claims({"a": (cells_ok, True)}, ["shallow"])
     assert {c: v for c, _, v in rows}[ostl].startswith("**holds**: yes on 1 of 1")
     assert all(v == "a test (run by `make test`)" for _, e, v in rows if "::" in e)
-    elsewhere = report.claims({}, ["shallow"], root=tmp_path)  # no such test files there
+    elsewhere = claims.claims({}, ["shallow"], root=tmp_path)  # no such test files there
     assert all(v == "**no such test**" for _, e, v in elsewhere if "::" in e)
     assert "not measured" in {v for _, _, v in elsewhere}
 
@@ -174,7 +175,7 @@ def test_the_shared_lr_claim_reads_results_md_data() -> None:
         "x": {"runs": [run("bptt", 0.9), run("ostl", 0.89)]},
         "y": {"runs": [run("bptt", 0.9), run("ostl", 0.80)]},
     }
-    row = report.claims({}, ["shallow"], results_data=data)[-1]
+    row = claims.claims({}, ["shallow"], results_data=data)[-1]
     assert row[1].startswith("RESULTS.md") and row[2] == "**mixed**: yes on 1 of 2 tasks (x +1.1 %)"
 
 
