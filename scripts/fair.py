@@ -27,19 +27,27 @@ size. This protocol separates them:
 - learning rate: per (task, rule, network, schedule), the budget's lr × each factor of ``--lrs``
   (default 1, 0.5, 2) on the first seed; the lr whose run has the best *validation* metric
   (``RunResult.valid_metric``, of its model-selected epoch) is chosen, ties to the earlier
-  factor; the test metric plays no part (:func:`fair_report.choose_lr`);
+  factor; the test metric plays no part (:func:`fair_report.choose_lr`). Where the best is the
+  largest (smallest) factor tried, the sweep goes on × 2 (× ½) past it while the best stays at
+  the edge, up to ``--extend`` (default 2) more runs (:func:`extension`);
 - seeds (``--seeds``, default 0, 1, 2) at the chosen lr; the section reports the test metric's
   mean ± std, the relative gap to BPTT under the same network and schedule, the chosen lr, the
   budget, the run time, the machine and this command; per task, whether OSTL is within 2 % of
   BPTT and OSTTP within 5 % under the sequence schedule (computed); and a "claims -> evidence"
   table (:func:`fair_report.claims`).
 
+Studies of one setting (``STUDIES``, e.g. ``digits-last``: the class at the last step only)
+are tasks of their own, run when ``--tasks`` names them and left out of the claims' counts.
+
 Every finished run is kept as JSON under ``--runs`` (default ``runs/fair``, ``runs/fair-quick``
 with ``--quick``): ``<task>/<net>/<schedule>/<rule>/lr<lr>-seed<k>.json``. A run whose file
 holds the same request is not run again, so an interrupted protocol continues where it stopped.
 Runs go to ``--jobs`` processes, one torch thread each. The section goes between
 ``<!-- section:fair -->`` markers (``ostl.run.sections.write_section``): the other sections of
-RESULTS.md are kept, and ``scripts/results.py`` keeps this one.
+RESULTS.md are kept, and ``scripts/results.py`` keeps this one. A command *adds* to the section
+(:func:`fair_report.merge`): its runs replace those of the same task, rule, network, schedule,
+lr and seed, the others stay, and each task lists the commands that ran it; so the protocol can
+run a task (or a rule of a task) at a time, across sessions.
 
 Cost: per task, 4 online rules × 2 networks × 2 schedules × (3 lrs + 2 more seeds) runs, plus
 2 × 5 BPTT runs: 90 runs, a deep run costing 1.2 to 4 times a shallow one. Estimated from
@@ -52,151 +60,45 @@ rule, 630 runs of one short epoch) takes about 17 minutes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
 from fair_claims import claims_section
-from fair_report import choose_lr, embedded, run_schedule, section
+from fair_plan import (
+    DEFAULT_TASKS,
+    DEFAULT_VARIANTS,
+    FAIR_BUDGETS,
+    NETS,
+    NOTES,
+    STUDIES,
+    VARIANTS,
+    Job,
+    budget,
+    extension,
+    plan,
+    request,
+)
+from fair_report import choose_lr, embedded, merge, section
 
 from ostl.errors import NonFiniteError, UnsupportedError
 from ostl.run.config import TrainConfig
 from ostl.run.sections import describe_machine, read_sections, write_section
 from ostl.run.train import train
-from ostl.tasks import TASKS
-from results import BUDGETS, ROOT, _load_existing
+from results import ROOT, _load_existing
 
-# About 420 lines on purpose: its first 50 are the protocol written out for readers of the
-# script; the numbers and text of the section are in fair_report.py, the claims in fair_claims.py.
+# The protocol is written out in the docstring above for readers of the script; what it runs
+# (variants, budgets, plan) is in fair_plan.py, the section's numbers and text in fair_report.py,
+# the claims in fair_claims.py.
 SECTION = "fair"
 CLAIMS = "claims"  # kept at the top of RESULTS.md (scripts/results.py keeps it there)
-
-#: Rule variants of the protocol: name -> (rule, rule options).
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "bptt": ("bptt", {}),
-    "ostl": ("ostl", {}),
-    "ostl-rnd": ("ostl", {"feedback": "random"}),
-    "osttp": ("osttp", {}),
-    "eprop": ("eprop", {}),
-    # OSTTP's projection studied (not in the default list): its distribution, and its scale
-    # (uniform in ±scale; the default is 1/sqrt(outputs): 0.5 for recall's 4 symbols, 0.32 for
-    # 10 classes), here at about 4x and 1/4x of those
-    "osttp-normal": ("osttp", {"distribution": "normal"}),
-    "osttp-scale-2": ("osttp", {"scale": 2.0}),
-    "osttp-scale-0.1": ("osttp", {"scale": 0.1}),
-}
-DEFAULT_VARIANTS = ("bptt", "ostl", "ostl-rnd", "osttp", "eprop")
-DEFAULT_TASKS = ("digits", "recall", "smnist", "mnist", "spoken-digits", "pattern", "chorales")
-NETS = ("shallow", "deep")
-
-#: Per-task budget of the protocol, and why: RESULTS.md's (scripts/results.py) where it fits
-#: about 90 runs per task on a small machine, a smaller one where it does not.
-FAIR_BUDGETS: dict[str, tuple[TrainConfig, str]] = {
-    **{t: BUDGETS[t] for t in ("digits", "recall", "smnist", "chorales")},
-    "mnist": (
-        TrainConfig(task="mnist", epochs=2, task_options={"train_size": 5000}),
-        "the first 5,000 training images and 2 epochs (RESULTS.md's main table: 10,000 and 3)",
-    ),
-    "spoken-digits": (
-        TrainConfig(task="spoken-digits", epochs=5),
-        "the task's default network and data, 5 epochs instead of 10",
-    ),
-    "pattern": (
-        TrainConfig(task="pattern", epochs=100),
-        "the task's default network, 100 epochs instead of 200",
-    ),
-}
-
-NOTES = {
-    "pattern": "Pattern has one frozen input/target pair, evaluated on itself: its validation "
-    "and test metrics are the same pair's, so here the lr is chosen on the test pair.",
-    "smnist": "The target exists only at the last row: the online rules then update once per "
-    "sequence under both schedules.",
-    "recall": "The target exists only during the recall steps, after the delay: OSTTP's hidden "
-    "layers get a learning signal only then, long after the symbols they had to store. The "
-    "OSTTP variants change its projection B: the distribution (normal) and the scale (2 and "
-    "0.1 against the default 0.5). With Adam, B's scale cancels out (each weight's step is "
-    "normalised by its own gradient's size; only Adam's epsilon sees the scale), so the scale "
-    "variants follow the default closely; the learning rate, swept alike, is the scale that "
-    "matters. The sweep often chose its largest factor (lr 0.01): a wider sweep is left to do.",
-}
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of the protocol."""
-
-    task: str
-    variant: str
-    net: str
-    schedule: str  # the schedule the run trains with (BPTT: always "sequence")
-    factor: float
-    lr: float
-    seed: int
-
-    @property
-    def path(self) -> str:
-        return (
-            f"{self.task}/{self.net}/{self.schedule}/{self.variant}/lr{self.lr:g}-seed{self.seed}"
-        )
-
-
-def budget(task: str, quick: bool) -> tuple[TrainConfig, str]:
-    """The task's budget; ``quick``: 1 epoch on a few hundred sequences (checks the script)."""
-    cfg, why = FAIR_BUDGETS[task]
-    if not quick:
-        return cfg, why
-    opts = dict(cfg.task_options)
-    known = {f.name for f in dataclasses.fields(TASKS[task])}
-    for k, cap in (("train_size", 256), ("test_size", 128)):
-        if k in known:
-            opts[k] = min(opts.get(k) or TASKS[task].quick.get(k) or cap, cap)
-    return replace(cfg, epochs=1, task_options=opts), "quick: 1 epoch, a few hundred sequences"
-
-
-def hidden(task: str, base: TrainConfig, net: str) -> tuple[int, ...]:
-    """Shallow: the budget's (or the task's) hidden layers; deep: two of the first's width."""
-    sizes = base.hidden or TASKS[task].defaults.hidden
-    return tuple(sizes) if net == "shallow" else (sizes[0], sizes[0])
-
-
-def base_lr(task: str, base: TrainConfig) -> float:
-    return base.lr if base.lr is not None else TASKS[task].defaults.lr
-
-
-def request(job: Job, base: TrainConfig) -> TrainConfig:
-    rule, options = VARIANTS[job.variant]
-    h = hidden(job.task, base, job.net)
-    return replace(base, rule=rule, rule_options=dict(options), hidden=h, schedule=job.schedule,
-                   lr=job.lr, seed=job.seed, threads=1)  # fmt: skip
-
-
-def plan(
-    tasks: list[str], variants: list[str], nets: list[str], schedules: list[str],
-    factors: list[float], seeds: list[int], quick: bool,
-) -> tuple[list[Job], dict[Job, list[Job]]]:  # fmt: skip
-    """The sweep's jobs (first seed, every lr), and for each, the seeds' jobs at its lr."""
-    sweep: list[Job] = []
-    rest: dict[Job, list[Job]] = {}
-    for task in tasks:
-        base = budget(task, quick)[0]
-        for variant in variants:
-            for net in nets:
-                for sched in dict.fromkeys(run_schedule(variant, s) for s in schedules):
-                    for f in factors:
-                        lr = round(base_lr(task, base) * f, 12)
-                        job = Job(task, variant, net, sched, f, lr, seeds[0])
-                        sweep.append(job)
-                        rest[job] = [replace(job, seed=s) for s in seeds[1:]]
-    return sweep, rest
 
 
 # -- running and keeping runs ---------------------------------------------------------------
@@ -235,8 +137,8 @@ def execute(job: Job, req: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 #: What the section embeds of each record (the rest stays in the kept files).
-SLIM = ("task", "variant", "net", "schedule", "factor", "lr", "seed", "test", "valid", "wall",
-        "error", "skipped")  # fmt: skip
+SLIM = ("task", "variant", "net", "schedule", "factor", "lr", "seed", "order", "test", "valid",
+        "wall", "error", "skipped")  # fmt: skip
 
 
 def slim(record: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +171,7 @@ def run_jobs(
         req = request(job, budget(job.task, quick)[0]).to_json()
         record = load_record(runs / f"{job.path}.json", req)
         if record is not None:
-            done[job] = record
+            done[job] = {**record, "order": job.order}  # its place in this sweep
         else:
             todo.append((job, req))
     print(f"  {len(unique) - len(todo)} kept, {len(todo)} to run", flush=True)
@@ -286,17 +188,27 @@ def run_jobs(
 
 
 def protocol(
-    jobs_plan: tuple[list[Job], dict[Job, list[Job]]], runs: Path, n_jobs: int, quick: bool
-) -> tuple[list[dict[str, Any]], int]:
-    """Sweep on the first seed, choose each lr, then the other seeds: every record, and how
-    many runs ran now (the others were kept)."""
-    sweep, rest = jobs_plan
+    jobs_plan: tuple[list[Job], dict[Job, list[Job]]], runs: Path, n_jobs: int, quick: bool,
+    extend: int = 0,
+) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+    """Sweep on the first seed (extended past an edge up to ``extend`` times), choose each lr,
+    then the other seeds: every record, and how many runs ran now (the others were kept)."""
+    sweep, rest = list(jobs_plan[0]), jobs_plan[1]
     done: dict[Job, dict[str, Any]] = {}
     print(f"sweep: {len(sweep)} runs", flush=True)
     ran = run_jobs(sweep, runs, n_jobs, quick, done)
     groups: dict[tuple[str, str, str, str], list[Job]] = {}
     for job in sweep:
         groups.setdefault((job.task, job.variant, job.net, job.schedule), []).append(job)
+    tried = {key: len(group) for key, group in groups.items()}
+    while more := [(key, j) for key, group in groups.items()
+                   if (j := extension(group, done, tried[key], extend, quick))]:  # fmt: skip
+        for key, job in more:
+            groups[key].append(job)
+            rest[job] = [replace(job, seed=j.seed) for j in rest[groups[key][0]]]
+        print(f"sweep past an edge: {len(more)} runs", flush=True)
+        ran += run_jobs([j for _, j in more], runs, n_jobs, quick, done)
+        sweep += [j for _, j in more]
     seeds: list[Job] = []
     for group in groups.values():
         records = [done[j] for j in group]
@@ -323,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--schedules", default="sequence,online")
     p.add_argument("--seeds", default="0,1,2", help="the first is the sweep's")
     p.add_argument("--lrs", default="1,0.5,2", help="factors on the task's lr (ties: earlier)")
+    p.add_argument("--extend", type=int, default=2, help="times the sweep may go on past its "
+                   "largest (smallest) factor while the best is there (x2, x1/2)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (one thread each)")
     p.add_argument("--quick", action="store_true", help="1 epoch on a few hundred sequences")
     p.add_argument("--runs", help="folder of the kept runs (default runs/fair or runs/fair-quick)")
@@ -349,6 +263,8 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, An
         p.error(f"--seeds takes integers, --lrs positive numbers: {e}")
     if not lists["seeds"] or not lists["lrs"] or min(lists["lrs"]) <= 0 or args.jobs < 1:
         p.error("--seeds and --lrs need at least one value, --lrs positive ones, --jobs >= 1")
+    if args.extend < 0:
+        p.error(f"--extend takes a count >= 0, got {args.extend}")
     return lists
 
 
@@ -368,25 +284,30 @@ def recorded(argv: list[str] | str) -> str:
     return " ".join(["python scripts/fair.py", *kept])
 
 
-def _meta(
-    args: argparse.Namespace, lists: dict[str, Any], argv: list[str] | None
-) -> dict[str, Any]:
-    tasks = lists["tasks"]
-    return {
+def tasks_meta(
+    args: argparse.Namespace, lists: dict[str, Any], argv: list[str] | None, wall: float,
+    ran: int, records: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """Per task of the command, what its table says besides the runs (see :mod:`fair_report`):
+    its setting, budget, sweep seed, and this command (to add to the commands that ran it)."""
+    command = {
         "command": recorded(sys.argv[1:] if argv is None else argv),
         "machine": describe_machine().rsplit(", ", 1)[0],  # less the main process's threads
-        "date": time.strftime("%Y-%m-%d"),
-        "jobs": args.jobs,
-        "quick": args.quick,
-        "tasks": tasks,
-        "variants": lists["rules"],
-        "nets": lists["nets"],
-        "schedules": lists["schedules"],
-        "seeds": lists["seeds"],
-        "factors": lists["lrs"],
-        "notes": {t: NOTES[t] for t in tasks if t in NOTES},
-        "budgets": {t: budget(t, args.quick)[1] for t in tasks},
-    }
+        "date": time.strftime("%Y-%m-%d"), "wall": wall, "ran": ran, "jobs": args.jobs,
+        "factors": lists["lrs"], "extend": args.extend, "seeds": lists["seeds"],
+    }  # fmt: skip
+    found = settings(records)
+    return {
+        t: {"settings": found.get(t), "budget": budget(t, args.quick)[1],
+            "sweep_seed": lists["seeds"][0], "quick": args.quick, "study": t in STUDIES,
+            "commands": [command]}
+        for t in lists["tasks"]
+    }  # fmt: skip
+
+
+def in_order(tasks: dict[str, Any]) -> dict[str, Any]:
+    """The tasks in the protocol's order (FAIR_BUDGETS'), any other after them."""
+    return {t: tasks[t] for t in sorted(tasks, key=lambda t: [*FAIR_BUDGETS, t].index(t))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,22 +315,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     runs = Path(args.runs or ROOT / "runs" / ("fair-quick" if args.quick else "fair"))
     out = Path(args.out or (runs / "RESULTS-quick.md" if args.quick else ROOT / "RESULTS.md"))
+    text = out.read_text() if out.exists() else ""
+    found = embedded(read_sections(text).get(SECTION, ""))
     if args.render_only:
-        found = embedded(read_sections(out.read_text()).get(SECTION, "")) if out.exists() else None
         if found is None:
             p.error(f"{out} holds no fair section to render again")
-        records, meta = found
-        meta["notes"] = {t: NOTES[t] for t in meta["tasks"] if t in NOTES}  # text: the newest
-        meta["command"] = recorded(meta["command"])
+        records, tasks = found
     else:
         lists = _check(p, args)
         t0 = time.perf_counter()
         jobs_plan = plan(lists["tasks"], lists["rules"], lists["nets"], lists["schedules"],
                          lists["lrs"], lists["seeds"], args.quick)  # fmt: skip
-        full, ran = protocol(jobs_plan, runs, args.jobs, args.quick)
-        meta = {**_meta(args, lists, argv), "wall": time.perf_counter() - t0, "ran": ran}
-        meta["settings"] = settings(full)
-        records = [slim(r) for r in full]
+        full, ran = protocol(jobs_plan, runs, args.jobs, args.quick, args.extend)
+        new = tasks_meta(args, lists, argv, time.perf_counter() - t0, ran, full)
+        records, tasks = merge(found or ([], {}), ([slim(r) for r in full], new))
+    meta = {"tasks": in_order(tasks), "notes": {t: NOTES[t] for t in tasks if t in NOTES}}
     results_data = _load_existing(out) if out.exists() else None
     out.parent.mkdir(parents=True, exist_ok=True)
     write_section(out, SECTION, section(records, meta, results_data))
@@ -419,4 +339,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

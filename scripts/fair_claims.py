@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fair_report import ROOT, Key, TaskCells, gap, percent, task_table
+from fair_report import NETS, ROOT, Key, TaskCells, gap, percent, task_table
 
 from results import TARGETS, _gap
 
@@ -164,12 +164,13 @@ def render_claims(rows: Sequence[tuple[str, str, str]]) -> list[str]:
 
 
 def all_task_cells(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> TaskCells:
-    """The fair cells of every task with runs (what the claims' verdicts are computed from)."""
+    """The fair cells of every task with runs (what the claims' verdicts are computed from);
+    a study of a setting (``study``: e.g. targets only at the end) is not one of the tasks."""
     out: TaskCells = {}
-    for task in meta["tasks"]:
-        if task in meta["settings"]:
-            _, cells = task_table(task, [r for r in records if r["task"] == task], meta)
-            out[task] = (cells, meta["settings"][task]["higher_is_better"])
+    for task, tmeta in meta["tasks"].items():
+        if tmeta.get("settings") and not tmeta.get("study"):
+            _, cells = task_table(task, [r for r in records if r["task"] == task], tmeta)
+            out[task] = (cells, tmeta["settings"]["higher_is_better"])
     return out
 
 
@@ -187,7 +188,9 @@ def claims_section(
     results_data: dict[str, Any] | None = None,
 ) -> str:
     """The claims section (markdown), kept at the top of RESULTS.md."""
-    rows = claims(all_task_cells(records, meta), meta["nets"], results_data)
-    tasks = ", ".join(t for t in meta["tasks"] if t in meta["settings"]) or "none yet"
+    tc = all_task_cells(records, meta)
+    nets = [n for n in NETS if any(net == n for cells, _ in tc.values() for _, net, _ in cells)]
+    rows = claims(tc, nets or ["shallow"], results_data)
+    tasks = ", ".join(tc) or "none yet"
     return "\n".join([CLAIMS_HEAD, "", f"Tasks in the fair comparison: {tasks}.", "",
                       *render_claims(rows), ""])  # fmt: skip

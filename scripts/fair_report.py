@@ -1,15 +1,21 @@
 """The fair comparison's numbers and text (for ``scripts/fair.py``): the learning rate chosen by
 the validation metric, each cell's mean ± std over seeds, the gaps to BPTT and the verdicts (the
 "claims -> evidence" section is ``scripts/fair_claims.py``'s). Pure functions of the run
-records, so the section can be rendered again from the data it embeds.
+records, so the section can be rendered again from the data it embeds, and a command that runs
+some tasks (or some rules of a task) adds to the section instead of replacing it (:func:`merge`).
 
 A *record* is one run, as ``scripts/fair.py`` keeps it: its place in the protocol (``task``,
-``variant``, ``net``, ``schedule``: the one it trained with, ``factor``, ``lr``, ``seed``), its
-metrics (``test``, ``valid``) and run time (``wall``), or why it has none (``error``: the run
-failed, e.g. NaN/Inf; ``skipped``: the rule refuses the network). The *meta* holds the command's
-lists (``tasks``, ``variants``, ``nets``, ``schedules``, ``seeds``, ``factors``), where and how it
-ran, the budgets, and per task its ``settings``: ``metric``, ``higher_is_better``, ``cell``,
-``hidden`` (per network), ``epochs``, ``batch_size``, ``task_options``, ``base_lr``.
+``variant``, ``net``, ``schedule``: the one it trained with, ``factor``, ``lr``, ``seed``,
+``order``: its place in the lr sweep, the factors of ``--lrs`` first and then the sweep's
+extensions past an edge), its metrics (``test``, ``valid``) and run time (``wall``), or why it has
+none (``error``: the run failed, e.g. NaN/Inf; ``skipped``: the rule refuses the network).
+
+The *meta* holds, per task (``meta["tasks"][task]``): ``settings`` (``metric``,
+``higher_is_better``, ``cell``, ``hidden`` per network, ``epochs``, ``batch_size``,
+``task_options``, ``base_lr``), ``budget`` (why this budget), ``sweep_seed``, ``quick``,
+``study`` (a study of a setting, left out of the claims' counts), and ``commands``: each command
+that ran some of its runs (``command``, ``machine``, ``date``, ``wall``, ``ran``, ``jobs``, and
+its sweep: ``factors``, ``extend``, ``seeds``). ``meta["notes"]``: per task, a paragraph of text.
 """
 
 from __future__ import annotations
@@ -63,19 +69,14 @@ class Cell(NamedTuple):
     note: str = ""  # why there is no number (skipped, every sweep run failed)
 
 
-def cell(
-    records: Iterable[dict[str, Any]], sweep_seed: int, factors: Sequence[float], hib: bool
-) -> Cell:
-    """The cell of one (task, rule, network, schedule) from its records (sweep and seeds)."""
+def cell(records: Iterable[dict[str, Any]], sweep_seed: int, hib: bool) -> Cell:
+    """The cell of one (task, rule, network, schedule) from its records: the sweep (the runs of
+    ``sweep_seed``, in their sweep ``order``) chooses the lr; the cell is the seeds at that lr."""
     rs = list(records)
     skipped = next((r["skipped"] for r in rs if r.get("skipped")), None)
     if skipped:
         return Cell(math.nan, math.nan, 0, 0, None, f"skipped: {skipped}")
-    order = {f: i for i, f in enumerate(factors)}
-    sweep = sorted(
-        (r for r in rs if r["seed"] == sweep_seed and r["factor"] in order),
-        key=lambda r: order[r["factor"]],
-    )
+    sweep = sorted((r for r in rs if r["seed"] == sweep_seed), key=lambda r: r.get("order", 0))
     chosen = choose_lr(sweep, hib)
     if chosen is None:
         errors = sorted({str(r.get("error")) for r in sweep if r.get("error")})
@@ -90,21 +91,31 @@ def cell(
 
 
 Key = tuple[str, str, str]  # (variant, net, schedule column)
+NETS = ("shallow", "deep")
+SCHEDULES = ("sequence", "online")
 
 
-def task_cells(
-    records: Sequence[dict[str, Any]], meta: dict[str, Any], hib: bool
-) -> dict[Key, Cell]:
+def layout(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[str], list[str]]:
+    """A task's rows and columns, from its records: the variants (BPTT first, then in the order
+    they were run), the networks and the schedule columns that have runs."""
+    variants = list(dict.fromkeys([REFERENCE, *(r["variant"] for r in records)]))
+    variants = [v for v in variants if any(r["variant"] == v for r in records)]
+    nets = [n for n in NETS if any(r["net"] == n for r in records)]
+    online = [r["schedule"] for r in records if r["variant"] != REFERENCE]
+    return variants, nets, [s for s in SCHEDULES if s in online] or ["sequence"]
+
+
+def task_cells(records: Sequence[dict[str, Any]], sweep_seed: int, hib: bool) -> dict[Key, Cell]:
     """Every cell of one task's records, keyed by (variant, net, schedule column)."""
-    sweep_seed, factors = meta["seeds"][0], meta["factors"]
+    variants, nets, schedules = layout(records)
     cells: dict[Key, Cell] = {}
-    for variant in meta["variants"]:
-        for net in meta["nets"]:
-            for col in meta["schedules"]:
+    for variant in variants:
+        for net in nets:
+            for col in schedules:
                 where = (variant, net, run_schedule(variant, col))
                 mine = [r for r in records if (r["variant"], r["net"], r["schedule"]) == where]
                 if mine:
-                    cells[(variant, net, col)] = cell(mine, sweep_seed, factors, hib)
+                    cells[(variant, net, col)] = cell(mine, sweep_seed, hib)
     return cells
 
 
@@ -151,15 +162,45 @@ def verdicts(cells: dict[Key, Cell], hib: bool, nets: Sequence[str]) -> list[str
     return lines
 
 
+def _factors(values: Iterable[float]) -> str:
+    return ", ".join(f"{f:g}" for f in sorted(set(values)))
+
+
+def sweep_line(records: Sequence[dict[str, Any]], tmeta: dict[str, Any]) -> str:
+    """Which learning rates were tried, and where the sweep went on past an edge."""
+    st, seed = tmeta["settings"], tmeta["sweep_seed"]
+    tried = [r["factor"] for r in records if r["seed"] == seed]
+    first = {f for c in tmeta["commands"] for f in c["factors"]}
+    more = sorted(set(tried) - first)
+    text = f"Learning rates tried on seed {seed}: {st['base_lr']:g} × {_factors(first)}"
+    if more:
+        cells = {(r["variant"], r["net"], r["schedule"]) for r in records
+                 if r["seed"] == seed and r["factor"] in more}  # fmt: skip
+        text += (f"; past the edge, where the best was there, × {_factors(more)} "
+                 f"({len(cells)} cell{'s' * (len(cells) != 1)})")  # fmt: skip
+    return text + "."
+
+
+def command_line(c: dict[str, Any]) -> str:
+    extend = (f", extended up to {c['extend']} times past an edge" if c["extend"]
+              else ", not extended past an edge" if len(c["factors"]) > 1 else "")  # fmt: skip
+    return (
+        f"`{c['command']}` on {c['machine']}, {c['date']}: ran {c['ran']} runs in {c['wall']:.0f} "
+        f"s wall ({c['jobs']} processes, one torch thread each); sweep × {_factors(c['factors'])}"
+        f"{extend}; seeds {', '.join(map(str, c['seeds']))}."
+    )
+
+
 def task_table(
-    task: str, records: Sequence[dict[str, Any]], meta: dict[str, Any]
+    task: str, records: Sequence[dict[str, Any]], tmeta: dict[str, Any]
 ) -> tuple[list[str], dict[Key, Cell]]:
-    """One task's subsection (setting, table, verdicts, run time), and its cells."""
-    st = meta["settings"][task]  # the task's metric and setting, from its first finished run
+    """One task's subsection (setting, table, verdicts, run time, commands), and its cells."""
+    st = tmeta["settings"]  # the task's metric and setting, from its first finished run
     hib = st["higher_is_better"]
-    cells = task_cells(records, meta, hib)
-    nets = [n for n in meta["nets"] if n in st["hidden"]]
-    cols = [(n, s) for n in nets for s in meta["schedules"]]
+    cells = task_cells(records, tmeta["sweep_seed"], hib)
+    variants, nets, schedules = layout(records)
+    nets = [n for n in nets if n in st["hidden"]]
+    cols = [(n, s) for n in nets for s in schedules]
     lines = [
         f"### {task}: test {st['metric']} ({'higher' if hib else 'lower'} is better)",
         "",
@@ -167,13 +208,13 @@ def task_table(
         + ", ".join(f"{n} {st['hidden'][n]}" for n in nets)
         + f", + linear readout; {st['epochs']} epoch{'s' * (st['epochs'] != 1)}, batch "
         f"{st['batch_size']}, Adam; task options `{json.dumps(st['task_options'])}`. "
-        f"Budget: {meta['budgets'].get(task, '')}. Learning rates tried: {st['base_lr']:g} × "
-        f"{', '.join(f'{f:g}' for f in meta['factors'])}.",
+        f"Budget: {tmeta['budget']}. {sweep_line(records, tmeta)}"
+        + (" **Quick budget: a check of the script, not a result.**" if tmeta["quick"] else ""),
         "",
         "| rule | " + " | ".join(f"{n}, {s}" for n, s in cols) + " |",
         "|---|" + "---:|" * len(cols),
     ]
-    for variant in meta["variants"]:
+    for variant in variants:
         row = [
             format_cell(c, gap(cells, variant, n, s, hib), variant == REFERENCE)
             if (c := cells.get((variant, n, s)))
@@ -184,7 +225,8 @@ def task_table(
             lines.append(f"| {variant} | " + " | ".join(row) + " |")
     wall = sum(r.get("wall", 0.0) for r in records)
     lines += ["", *(f"- {v}" for v in verdicts(cells, hib, nets))]
-    lines += [f"- Run time of this task's {len(records)} runs: {wall:.0f} s (summed)."]
+    lines += [f"- Run time of this task's {len(records)} runs: {wall:.0f} s (summed). Ran by:"]
+    lines += [f"  - {command_line(c)}" for c in tmeta["commands"]]
     return lines, cells
 
 
@@ -194,8 +236,9 @@ TaskCells = dict[str, tuple[dict[Key, Cell], bool]]  # task -> (cells, higher is
 PROTOCOL = """\
 Protocol, the same for every rule, network and schedule:
 
-- **Rules**: {variants}. OSTL rnd is OSTL with random feedback (`--rule-opt feedback=random`).
-  A rule that refuses a network is skipped, with the reason in its cell.
+- **Rules**: those of each table. OSTL rnd is OSTL with random feedback (`--rule-opt
+  feedback=random`); an OSTTP variant changes one option of OSTTP (named in the task's note). A
+  rule that refuses a network is skipped, with the reason in its cell.
 - **Networks**: *shallow* (the task's default hidden layer) and *deep* (two stateful hidden
   layers of the default width), + linear readout; the same initial weights for every rule (per
   seed).
@@ -203,12 +246,15 @@ Protocol, the same for every rule, network and schedule:
   it (the comparison of gradient quality alone); *online*: each rule at its natural cadence, the
   online rules after every step, BPTT once per sequence (BPTT's runs serve both columns).
 - **Learning rate**, chosen per task, rule, network and schedule by the same sweep: the task's lr
-  × {factors} on seed {sweep_seed}, keeping the lr whose run has the best **validation** metric
-  (that of its model-selected epoch; ties: the earlier factor; a run that fails, e.g. NaN, is
-  never chosen). The test metric plays no part in the choice.
+  × the factors of the command (1, 0.5, 2 unless the task says otherwise) on the sweep seed,
+  keeping the lr whose run has the best **validation** metric (that of its model-selected epoch;
+  ties: the earlier factor; a run that fails, e.g. NaN, is never chosen). Where the best is the
+  largest (smallest) factor tried, the sweep goes on past that edge, × 2 (× ½) at a time, as long
+  as the best stays at the edge, up to the command's limit (each task says which). The test
+  metric plays no part in the choice.
 - **Budget**: per task (below), the same for every rule: epochs, data, batch size, Adam.
-- **Seeds** {seeds} at the chosen lr: the test metric of the best-validation epoch, mean ± std
-  (n: seeds that finished).
+- **Seeds** (each task's command names them) at the chosen lr: the test metric of the
+  best-validation epoch, mean ± std (n: seeds that finished).
 
 Cells: test metric mean ± std (n seeds) · relative gap to BPTT under the same network and
 schedule (positive: worse than BPTT) · chosen lr."""
@@ -219,35 +265,25 @@ def section(
     meta: dict[str, Any],
     results_data: dict[str, Any] | None = None,
 ) -> str:
-    """The whole section (markdown), with its data embedded for ``--render-only``."""
-    tc: TaskCells = {}
+    """The whole section (markdown), with its data embedded for ``--render-only`` and for the
+    next command to add to (``meta["notes"]`` is not embedded: it is the script's text)."""
     lines = [
         "## Fair comparison: every rule tuned the same way",
         "",
-        f"Generated by `{meta['command']}` (`make results-fair`; do not edit by hand) on "
-        f"{meta['machine']}, {meta['date']}: {len(records)} runs, "
-        f"{sum(r.get('wall', 0.0) for r in records):.0f} s of run time summed, "
-        f"{meta['wall']:.0f} s wall for this command, which ran {meta['ran']} of them (the "
-        f"others were kept from earlier commands; {meta['jobs']} processes, one torch thread "
-        "each)."
-        + (" **Quick budget: a check of the script, not a result.**" if meta["quick"] else ""),
+        "Generated by `scripts/fair.py` (`make results-fair` runs the whole protocol; do not "
+        "edit by hand). Each task names the commands that ran its runs, with the machine, the "
+        "date and the wall time; a command adds its runs to those already here.",
         "",
-        PROTOCOL.format(
-            variants=", ".join(meta["variants"]),
-            factors="{" + ", ".join(f"{f:g}" for f in meta["factors"]) + "}",
-            sweep_seed=meta["seeds"][0],
-            seeds=", ".join(map(str, meta["seeds"])),
-        ),
+        PROTOCOL,
         "",
     ]
-    for task in meta["tasks"]:
+    for task, tmeta in meta["tasks"].items():
         mine = [r for r in records if r["task"] == task]
-        if task not in meta["settings"]:
+        if not tmeta.get("settings"):
             lines += [f"### {task}", "", "No run finished yet.", ""]
             continue
-        table, cells = task_table(task, mine, meta)
+        table, _ = task_table(task, mine, tmeta)
         lines += [*table, ""]
-        tc[task] = (cells, meta["settings"][task]["higher_is_better"])
         if task in meta.get("notes", {}):
             lines += [meta["notes"][task], ""]
     lines += [
@@ -256,20 +292,83 @@ def section(
     ]
     columns = sorted({k for r in records for k in r})  # the records as rows: a smaller blob
     rows = [[_short(r.get(k)) for k in columns] for r in records]
-    blob = json.dumps({"meta": meta, "columns": columns, "rows": rows}, separators=(",", ":"))
-    lines += ["", f"<!-- {DATA_TAG}\n{blob}\n-->"]
+    data = {"version": 2, "tasks": meta["tasks"], "columns": columns, "rows": rows}
+    lines += ["", f"<!-- {DATA_TAG}\n{json.dumps(data, separators=(',', ':'))}\n-->"]
     return "\n".join(lines) + "\n"
 
 
 def embedded(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
-    """The records and meta embedded in a section written by :func:`section` (None: none)."""
+    """The records and per-task meta embedded in a section written by :func:`section` (None:
+    none); a section of the first format (one command for every task) is read too."""
     m = re.search(rf"<!-- {DATA_TAG}\n(.*?)\n-->", text, flags=re.S)
     if not m:
         return None
     data = json.loads(m.group(1))
     cols = data["columns"]
     records = [{k: v for k, v in zip(cols, row) if v is not None} for row in data["rows"]]
-    return records, data["meta"]
+    if "version" not in data:
+        return _first_format(records, data["meta"])
+    return records, data["tasks"]
+
+
+def _first_format(
+    records: list[dict[str, Any]], meta: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A section written when one command made the whole section: its command and sweep become
+    each of its tasks', and each sweep run its place in the sweep (the factors' order)."""
+    order = {f: i for i, f in enumerate(meta["factors"])}
+    for r in records:
+        if r["seed"] == meta["seeds"][0]:
+            r["order"] = order[r["factor"]]
+    command = {k: meta[k] for k in ("command", "machine", "date", "wall", "ran", "jobs")}
+    command.update(factors=meta["factors"], extend=0, seeds=meta["seeds"])
+    tasks = {
+        t: {"settings": meta["settings"].get(t), "budget": meta["budgets"][t],
+            "sweep_seed": meta["seeds"][0], "quick": meta["quick"], "study": False,
+            "commands": [command]}
+        for t in meta["tasks"]
+    }  # fmt: skip
+    return records, tasks
+
+
+def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["task"], r["variant"], r["net"], r["schedule"], r["lr"], r["seed"])
+
+
+def _same_setting(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two commands' runs of a task can share a table: the same budget and metric (the
+    networks may differ), the same sweep seed, both quick or neither."""
+    sa, sb = ({k: v for k, v in (m.get("settings") or {}).items() if k != "hidden"} for m in (a, b))
+    return (not sa or not sb or sa == sb) and all(a[k] == b[k] for k in ("sweep_seed", "quick"))
+
+
+def merge(
+    old: tuple[list[dict[str, Any]], dict[str, Any]],
+    new: tuple[list[dict[str, Any]], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The section's data after a command: its records replace those of the same (task, rule,
+    network, schedule, lr, seed), the rest are kept; a task whose setting changed (another
+    budget, sweep seed, or quick) starts again from the command's runs. A command run again
+    replaces its own entry in the task's list of commands."""
+    (old_records, old_tasks), (new_records, new_tasks) = old, new
+    restart = {
+        t for t in new_tasks if t in old_tasks and not _same_setting(old_tasks[t], new_tasks[t])
+    }
+    replaced = {_key(r) for r in new_records}
+    records = [r for r in old_records if r["task"] not in restart and _key(r) not in replaced]
+    tasks = dict(old_tasks)
+    for t, m in new_tasks.items():
+        o = old_tasks.get(t)
+        if o is not None and t not in restart:
+            ost = o.get("settings") or {}
+            st = m.get("settings") or ost
+            hidden = {**ost.get("hidden", {}), **st.get("hidden", {})}
+            again = m["commands"][0]["command"]
+            earlier = [c for c in o["commands"] if c["command"] != again]
+            m = {**m, "settings": {**st, "hidden": hidden} if st else None,
+                 "commands": earlier + m["commands"]}  # fmt: skip
+        tasks[t] = m
+    return records + new_records, tasks
 
 
 def _short(v: Any) -> Any:

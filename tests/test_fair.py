@@ -59,20 +59,17 @@ def test_a_cell_is_the_seeds_at_the_chosen_lr_only() -> None:
         _rec("ostl", "deep", "online", 2, 1, test=0.64, valid=0.70),
         _rec("ostl", "deep", "online", 2, 2, test=0, valid=0, error="NonFiniteError: step 3"),
     ]
-    c = report.cell(rs, sweep_seed=0, factors=[1, 2], hib=True)
+    c = report.cell(rs, sweep_seed=0, hib=True)
     assert c.lr == 0.02 and c.n == 2 and c.failed == 1
     assert c.mean == pytest.approx(0.62) and c.std == pytest.approx(math.sqrt(0.0008))
-    skipped = report.cell([{**rs[0], "skipped": "needs a Readout"}], 0, [1, 2], True)
+    skipped = report.cell([{**rs[0], "skipped": "needs a Readout"}], 0, True)
     assert skipped.lr is None and skipped.note == "skipped: needs a Readout"
 
 
 # -- rendering: cells, gaps, verdicts, claims ---------------------------------------------
-META: dict[str, Any] = {
+COMMAND: dict[str, Any] = {
     "command": "python scripts/fair.py --tasks t", "machine": "a test", "date": "2026-01-01",
-    "wall": 1.0, "ran": 4, "jobs": 1, "quick": False, "tasks": ["t"],
-    "variants": ["bptt", "ostl", "osttp"], "nets": ["shallow"],
-    "schedules": ["sequence", "online"], "seeds": [0, 1], "factors": [1],
-    "notes": {}, "budgets": {"t": "a test budget"},
+    "wall": 1.0, "ran": 4, "jobs": 1, "factors": [1], "extend": 0, "seeds": [0, 1],
 }  # fmt: skip
 
 
@@ -89,11 +86,16 @@ def _task(bptt: float, ostl: float, osttp: float) -> list[dict[str, Any]]:
     return out
 
 
-def _meta(hib: bool) -> dict[str, Any]:
+def _tmeta(hib: bool, **command: Any) -> dict[str, Any]:
     st = {"metric": "accuracy" if hib else "nll", "higher_is_better": hib, "cell": "snu",
           "hidden": {"shallow": [8]}, "epochs": 2, "batch_size": 4, "task_options": {},
           "base_lr": 0.01}  # fmt: skip
-    return {**META, "settings": {"t": st}}
+    return {"settings": st, "budget": "a test budget", "sweep_seed": 0, "quick": False,
+            "study": False, "commands": [{**COMMAND, **command}]}  # fmt: skip
+
+
+def _meta(hib: bool) -> dict[str, Any]:
+    return {"tasks": {"t": _tmeta(hib)}, "notes": {}}
 
 
 def test_the_table_shows_mean_std_gap_and_lr_higher_is_better() -> None:
@@ -119,7 +121,7 @@ def test_lower_is_better_gaps_and_verdicts() -> None:
 def test_the_section_embeds_its_data_and_renders_the_same_again(tmp_path: Path) -> None:
     records, meta = _task(0.9, 0.891, 0.85), _meta(True)
     text = report.section(records, meta)
-    assert report.embedded(text) == (records, meta)
+    assert report.embedded(text) == (records, meta["tasks"])
     out = tmp_path / "R.md"
     write_section(out, "other", "## Other\n\nkept")
     write_section(out, fair.SECTION, text)
@@ -149,8 +151,8 @@ def test_results_md_keeps_the_claims_section_under_its_header(tmp_path: Path) ->
 
 
 def test_claims_verdicts_are_computed_from_the_numbers(tmp_path: Path) -> None:
-    cells_ok = report.task_cells(_task(0.90, 0.891, 0.85), META, True)
-    cells_far = report.task_cells(_task(0.90, 0.80, 0.85), META, True)
+    cells_ok = report.task_cells(_task(0.90, 0.891, 0.85), 0, True)
+    cells_far = report.task_cells(_task(0.90, 0.80, 0.85), 0, True)
     rows = claims.claims({"a": (cells_ok, True), "b": (cells_far, True)}, ["shallow"])
     verdict = {c: v for c, _, v in rows}
     ostl = (
@@ -179,6 +181,46 @@ def test_the_shared_lr_claim_reads_results_md_data() -> None:
     assert row[1].startswith("RESULTS.md") and row[2] == "**mixed**: yes on 1 of 2 tasks (x +1.1 %)"
 
 
+def test_a_command_adds_to_the_section_and_a_changed_setting_starts_again() -> None:
+    """Records of another rule or lr are kept, the same (rule, network, schedule, lr, seed) is
+    replaced; each command is listed once; another budget drops the task's older runs."""
+    old = (_task(0.9, 0.891, 0.85), {"t": _tmeta(True)})
+    rnd = [{**r, "variant": "ostl-rnd", "test": 0.7} for r in _task(0.9, 0.891, 0.85)
+           if r["variant"] == "ostl"]  # fmt: skip
+    again = [{**r, "test": 0.5} for r in old[0] if r["variant"] == "osttp" and r["seed"] == 0]
+    later = _tmeta(True, command="python scripts/fair.py --rules ostl-rnd", date="2026-02-02")
+    records, tasks = report.merge(old, (rnd + again, {"t": later}))
+    assert len(records) == len(old[0]) + len(rnd)
+    assert sorted(r["test"] for r in records if r["variant"] == "osttp")[:2] == [0.5, 0.5]
+    assert [c["command"] for c in tasks["t"]["commands"]] == [
+        COMMAND["command"],
+        later["commands"][0]["command"],
+    ]
+    text = report.section(records, {"tasks": tasks, "notes": {}})
+    assert "| ostl-rnd | 0.7000 ± 0.0000 (n=2) · +22.22 % · lr 0.01 |" in text
+    assert text.count("  - `python scripts/fair.py") == 2
+    same = report.merge((records, tasks), ([], {"t": later}))[1]["t"]["commands"]
+    assert len(same) == 2  # the same command again: listed once
+    changed = _tmeta(True)
+    changed["settings"] = {**changed["settings"], "epochs": 9}
+    records, tasks = report.merge((records, tasks), (rnd, {"t": changed}))
+    assert records == rnd and tasks["t"]["settings"]["epochs"] == 9
+
+
+def test_a_section_of_the_first_format_is_read_with_its_sweep_order() -> None:
+    """Sections written before per-task commands: one meta for the whole command."""
+    rs = [_rec("ostl", "shallow", "sequence", f, 0, 0.5, 0.5) for f in (1, 0.5, 2)]
+    meta = {"command": "c", "machine": "m", "date": "d", "wall": 1.0, "ran": 3, "jobs": 2,
+            "quick": False, "tasks": ["t"], "seeds": [0, 1], "factors": [1, 0.5, 2],
+            "settings": {"t": _tmeta(True)["settings"]}, "budgets": {"t": "b"}}  # fmt: skip
+    blob = json.dumps({"meta": meta, "columns": sorted(rs[0]), "rows": [
+        [r[k] for k in sorted(rs[0])] for r in rs]})  # fmt: skip
+    records, tasks = report.embedded(f"<!-- fair-data\n{blob}\n-->")
+    assert [r["order"] for r in records] == [0, 1, 2]  # ties go to the first factor, 1
+    assert report.cell(records, 0, True).lr == 0.01
+    assert tasks["t"]["commands"][0]["factors"] == [1, 0.5, 2] and tasks["t"]["budget"] == "b"
+
+
 # -- the plan and the kept runs ------------------------------------------------------------
 def test_the_plan_shares_bptt_runs_and_builds_the_deep_network() -> None:
     sweep, rest = fair.plan(["digits"], ["bptt", "ostl-rnd"], ["shallow", "deep"],
@@ -187,6 +229,7 @@ def test_the_plan_shares_bptt_runs_and_builds_the_deep_network() -> None:
     assert len(bptt) == 2 * 3 and {j.schedule for j in bptt} == {"sequence"}
     assert len(sweep) == 6 + 2 * 2 * 3 and all(len(rest[j]) == 2 for j in sweep)
     assert {j.lr for j in sweep} == {0.002, 0.001, 0.004} and {j.seed for j in sweep} == {0}
+    assert [j.order for j in sweep[:3]] == [0, 1, 2]
     deep = next(j for j in sweep if j.variant == "ostl-rnd" and j.net == "deep")
     cfg = fair.request(deep, fair.budget("digits", False)[0])
     assert cfg.hidden == (128, 128) and cfg.rule == "ostl"
@@ -224,6 +267,35 @@ def test_kept_runs_are_not_run_again_and_the_lr_follows_validation(tmp_path: Pat
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("valids,extra", [
+    ((0.5, 0.4, 0.6), [(4, 0.7), (8, 0.8)]),  # the best at the largest: on to x4, x8 (limit 2)
+    ((0.5, 0.6, 0.4), [(0.25, 0.7), (0.125, 0.8)]),  # at the smallest: on to x1/4, x1/8
+    ((0.5, 0.4, 0.6), [(4, 0.5)]),  # x4 is worse: the best (x2) is no longer at the edge
+    ((0.6, 0.5, 0.4), []),  # inside the range: no more runs
+])  # fmt: skip
+def test_the_sweep_goes_on_past_an_edge_while_the_best_is_there(
+    tmp_path: Path, valids: tuple[float, ...], extra: list[tuple[float, float]]
+) -> None:
+    """Kept runs with made-up validation metrics: the extensions asked for are those expected,
+    the seeds run at the lr the whole sweep chose."""
+    sweep, rest = fair.plan(["chorales"], ["ostl"], ["shallow"], ["sequence"], [1, 0.5, 2],
+                            [0, 1], quick=True)  # fmt: skip
+    runs = tmp_path / "runs"
+    for job, valid in zip(sweep, valids):
+        _keep(runs, job, True, -valid, 1.0)  # lower is better: the negated metric
+    base, job = sweep[0], sweep[0]
+    for order, (factor, valid) in enumerate(extra, start=3):
+        job = dataclasses.replace(base, factor=factor, lr=round(0.005 * factor, 12), order=order)
+        _keep(runs, job, True, -valid, 1.0)
+    best = max([*zip((1, 0.5, 2), valids), *extra], key=lambda fv: fv[1])[0]
+    _keep(runs, dataclasses.replace(base, factor=best, lr=round(0.005 * best, 12), seed=1),
+          True, 0.0, 2.0)  # fmt: skip
+    records, ran = fair.protocol((sweep, rest), runs, n_jobs=1, quick=True, extend=2)
+    assert ran == 0  # every run asked for was kept: no other was asked for
+    assert [r["factor"] for r in records if r["seed"] == 0] == [1, 0.5, 2, *(f for f, _ in extra)]
+    assert [(r["factor"], r["test"]) for r in records if r["seed"] == 1] == [(best, 2.0)]
+
+
 def test_a_kept_run_of_another_request_or_cut_short_is_run_again(tmp_path: Path) -> None:
     job = fair.Job("digits", "ostl", "shallow", "sequence", 1, 0.002, 0)
     req = fair.request(job, fair.budget("digits", True)[0]).to_json()
@@ -242,6 +314,7 @@ def test_bad_lists_are_refused_in_one_line(capsys: pytest.CaptureFixture[str]) -
         (["--tasks", "ptb"], "--tasks: unknown ['ptb']"),
         (["--lrs", "1,-2"], "--lrs positive"),
         (["--seeds", "a"], "--seeds takes integers"),
+        (["--extend", "-1"], "--extend takes a count >= 0"),
     ]:
         with pytest.raises(SystemExit) as e:
             fair.main([*argv, "--out", "/nonexistent/R.md"])

@@ -39,6 +39,23 @@ def test_eval_batches_are_frozen(task: Digits) -> None:
         next(task.eval_batches("train", 4))
 
 
+def test_targets_at_the_last_step_only_score_the_last_step() -> None:
+    """targets_at="last": the class at the last step, None before it; the metric reads the last
+    step's logits only (an earlier step's wrong logits do not count)."""
+    task = Digits(steps=4, train_size=8, test_size=8, targets_at="last")
+    batch = next(task.eval_batches("test", 8))
+    labels = batch.targets[-1].argmax(-1)
+    assert batch.targets[:3] == [None, None, None] and batch.targets[-1].shape == (8, 10)
+    ys = torch.zeros(4, 8, 10)
+    ys[:3, :, (labels + 1) % 10] = 100.0  # wrong, and large, before the last step
+    ys[3, torch.arange(8), labels] = 1.0
+    metric = task.metric()
+    metric.update(ys, batch)
+    assert metric.value() == 1.0
+    with pytest.raises(ValueError, match="targets_at must be 'every' or 'last'"):
+        Digits(steps=2, targets_at="first")
+
+
 def test_latency_code_gives_at_most_one_spike_per_pixel() -> None:
     task = get_task("digits", encoding="latency", steps=8, train_size=8, test_size=8)
     batch = next(task.eval_batches("valid", 8))

@@ -16,7 +16,8 @@ brighter earlier).
 Targets and loss: the class as a float one-hot vector at *every* step, softmax cross-entropy per
 step. A target at every step gives the online rules a learning signal at every step and works
 for all rules alike (BPTT, OSTL, and OSTTP's target projection). Metric: accuracy of the logits
-summed over the steps.
+summed over the steps. ``targets_at="last"`` gives the class at the last step only (loss and
+metric there): the setting where OSTTP's hidden layers get one signal per sequence.
 
 Default network: 64 → SNU(128) → linear readout 10, the SNU threshold lowered to b = -0.5 and
 input weights ×2 so hidden neurons fire from the first epoch.
@@ -34,7 +35,15 @@ import torch
 from torch import Tensor
 
 from .base import Defaults, Task
-from .data import Batch, batch_slices, latency_code, one_hot, rate_code, split_indices
+from .data import (
+    Batch,
+    batch_slices,
+    latency_code,
+    one_hot,
+    rate_code,
+    split_indices,
+    step_targets,
+)
 from .losses import cross_entropy
 from .metrics import Metric, SequenceAccuracy
 
@@ -69,6 +78,7 @@ class Digits(Task):
         train_size: use only the first ``train_size`` training images (None: all).
         test_size: use only the first ``test_size`` valid/test images (None: all).
         data_seed: seed of the split and of the frozen valid/test encodings.
+        targets_at: the class at ``"every"`` step (default) or at the ``"last"`` one only.
     """
 
     name = "digits"
@@ -84,6 +94,7 @@ class Digits(Task):
     train_size: int | None = None
     test_size: int | None = None
     data_seed: int = 0
+    targets_at: str = "every"
     _data: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict, init=False, repr=False)
     _frozen: dict[str, Tensor] = field(default_factory=dict, init=False, repr=False)
 
@@ -94,6 +105,10 @@ class Digits(Task):
             raise ValueError(f"digits: encoding must be 'rate' or 'latency', got {self.encoding!r}")
         if not 0 < self.max_rate <= 1:
             raise ValueError(f"digits: max_rate must be in (0, 1], got {self.max_rate}")
+        if self.targets_at not in ("every", "last"):
+            raise ValueError(
+                f"digits: targets_at must be 'every' or 'last', got {self.targets_at!r}"
+            )
         x, y = load_digits()
         test, valid, train = split_indices(len(x), (0.2, 0.1), self.data_seed)
         limits = {"train": self.train_size, "valid": self.test_size, "test": self.test_size}
@@ -128,7 +143,7 @@ class Digits(Task):
         return SequenceAccuracy()
 
     def _batch(self, xs: Tensor, labels: Tensor) -> Batch:
-        return Batch(xs, one_hot(labels, 10).expand(self.steps, len(labels), 10))
+        return Batch(xs, step_targets(one_hot(labels, 10), self.steps, self.targets_at))
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         images, labels = self._data["train"]
