@@ -13,12 +13,12 @@ size. This protocol separates them:
 - tasks (``--tasks``): classification (digits, recall, smnist, mnist, spoken-digits), regression
   (pattern) and NLL (chorales), each with a budget (``FAIR_BUDGETS``: epochs and data, the same
   for every rule; RESULTS.md's budgets where they fit the protocol's many runs);
-- rules (``--rules``, ``VARIANTS``): bptt, ostl, ostl-rnd (OSTL with ``feedback="random"``),
-  osttp, eprop; a rule that refuses a network (``UnsupportedError``: e.g. e-prop needs an
-  ``ostl.Readout`` on top, which every task network has) is skipped with the reason. The task
-  networks have no recurrent weights, where e-prop's traces and signals are OSTL's: its row
-  checks that (``--rules`` without eprop saves a fifth of the runs). The random matrices of
-  ostl-rnd and osttp come from the rule's own seed (0), the same for every run seed;
+- rules (``--rules``, ``VARIANTS``): bptt, tbptt-8 (BPTT with ``truncation=8``), ostl,
+  ostl-rnd (OSTL with ``feedback="random"``), osttp, eprop; a rule that refuses a network
+  (``UnsupportedError``: e.g. e-prop needs an ``ostl.Readout`` on top, which every task network
+  has) is skipped with the reason. The task networks have no recurrent weights, where e-prop's
+  traces and signals are OSTL's: its row checks that. The random matrices of ostl-rnd and osttp
+  come from the rule's own seed (0), the same for every run seed;
 - networks (``--nets``): *shallow* (the task's default hidden layers) and *deep* (two stateful
   hidden layers of the default width, ``hidden=(n, n)``);
 - schedules (``--schedules``): *sequence* (every rule updates once per sequence: gradient quality
@@ -49,12 +49,10 @@ RESULTS.md are kept, and ``scripts/results.py`` keeps this one. A command *adds*
 lr and seed, the others stay, and each task lists the commands that ran it; so the protocol can
 run a task (or a rule of a task) at a time, across sessions.
 
-Cost: per task, 4 online rules × 2 networks × 2 schedules × (3 lrs + 2 more seeds) runs, plus
-2 × 5 BPTT runs: 90 runs, a deep run costing 1.2 to 4 times a shallow one. Estimated from
-RESULTS.md's run times and the per-step times of a ``--quick`` run, on 2 cores with ``--jobs 2``:
-about 8 hours of wall time for the seven tasks (mnist 2.6 h, digits 1.4 h, smnist 1.1 h,
-spoken-digits 1 h, pattern, chorales 0.6 h each, recall 0.4 h). ``--quick`` (every task, every
-rule, 630 runs of one short epoch) takes about 17 minutes.
+Cost: per task, 5 rules with runs of their own under each schedule × 2 networks × 2 schedules
+× (3 lrs + at most 2 past an edge + 2 more seeds), plus 2 × 5 or more BPTT runs: about 110 to
+150 runs. RESULTS.md gives each task's wall time next to the command that ran it. ``--quick``
+(1 epoch on a few hundred sequences) checks the script end to end in minutes.
 """
 
 from __future__ import annotations

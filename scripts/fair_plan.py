@@ -17,6 +17,9 @@ from results import BUDGETS
 #: Rule variants of the protocol: name -> (rule, rule options).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "bptt": ("bptt", {}),
+    # truncated BPTT, 8-step windows: gradients ignore paths longer than 8 steps; updates at
+    # each window's end under the online schedule, once per sequence under sequence
+    "tbptt-8": ("bptt", {"truncation": 8}),
     "ostl": ("ostl", {}),
     "ostl-rnd": ("ostl", {"feedback": "random"}),
     "osttp": ("osttp", {}),
@@ -28,7 +31,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "osttp-scale-2": ("osttp", {"scale": 2.0}),
     "osttp-scale-0.1": ("osttp", {"scale": 0.1}),
 }
-DEFAULT_VARIANTS = ("bptt", "ostl", "ostl-rnd", "osttp", "eprop")
+DEFAULT_VARIANTS = ("bptt", "tbptt-8", "ostl", "ostl-rnd", "osttp", "eprop")
 DEFAULT_TASKS = ("digits", "recall", "smnist", "mnist", "spoken-digits", "pattern", "chorales")
 NETS = ("shallow", "deep")
 

@@ -236,15 +236,18 @@ TaskCells = dict[str, tuple[dict[Key, Cell], bool]]  # task -> (cells, higher is
 PROTOCOL = """\
 Protocol, the same for every rule, network and schedule:
 
-- **Rules**: those of each table. OSTL rnd is OSTL with random feedback (`--rule-opt
-  feedback=random`); an OSTTP variant changes one option of OSTTP (named in the task's note). A
-  rule that refuses a network is skipped, with the reason in its cell.
+- **Rules**: those of each table. TBPTT-8 is BPTT truncated to 8-step windows (`--rule-opt
+  truncation=8`: no gradient through paths longer than 8 steps; under *online* it updates at the
+  end of each window). OSTL rnd is OSTL with random feedback (`--rule-opt feedback=random`); an
+  OSTTP variant changes one option of OSTTP (named in the task's note). A rule that refuses a
+  network is skipped, with the reason in its cell.
 - **Networks**: *shallow* (the task's default hidden layer) and *deep* (two stateful hidden
   layers of the default width), + linear readout; the same initial weights for every rule (per
   seed).
 - **Schedules**: *sequence*: every rule updates once per sequence, from the gradient summed over
   it (the comparison of gradient quality alone); *online*: each rule at its natural cadence, the
-  online rules after every step, BPTT once per sequence (BPTT's runs serve both columns).
+  online rules after every step, TBPTT after each window, BPTT once per sequence (BPTT's runs
+  serve both columns).
 - **Learning rate**, chosen per task, rule, network and schedule by the same sweep: the task's lr
   × the factors of the command (1, 0.5, 2 unless the task says otherwise) on the sweep seed,
   keeping the lr whose run has the best **validation** metric (that of its model-selected epoch;

@@ -112,6 +112,21 @@ def test_osttp_options_reach_the_run() -> None:
     assert isinstance(run.learner.rule, OSTTP) and run.learner.rule.scale == 0.25
 
 
+@pytest.mark.parametrize("schedule,updates", [("online", 3 * 2), ("sequence", 3)])
+def test_truncated_bptt_updates_at_each_window_end_except_under_sequence(
+    schedule: str, updates: int
+) -> None:
+    """TBPTT (truncation=4 of 8 steps): two windows per sequence, an update at each window's
+    end under online; once per sequence under sequence, as plain BPTT under both."""
+    cfg = tiny(rule="bptt", steps=8, epochs=1, schedule=schedule)
+    res = train(replace(cfg, rule_options={"truncation": 4}), progress=False)
+    assert res.updates == updates  # 48 images: 3 batches of 16, 8 steps each
+    assert train(cfg, progress=False).updates == 3
+    assert Run(replace(cfg, rule_options={"truncation": 4})).learner.update_every == (
+        4 if schedule == "online" else None
+    )
+
+
 def test_the_trained_weights_differ_from_plain_ostl(tmp_path: Path) -> None:
     a = train(DEEP, progress=False).network
     b = train(replace(DEEP, rule_options=RANDOM), tmp_path / "run", progress=False).network

@@ -261,7 +261,8 @@ class RunResult:
 
 def parse_schedule(schedule: str) -> tuple[int | None, bool]:
     """The online rules' ``(update_every, delayed_updates)`` under a schedule (BPTT updates
-    once per sequence under every schedule; see :mod:`ostl.run.train`).
+    once per sequence under every schedule, truncated BPTT at the end of each window except
+    under ``sequence``: :func:`ostl.run.run.update_every`; see :mod:`ostl.run.train`).
 
     Raises:
         OptionError: not one of :data:`SCHEDULES`.

@@ -67,8 +67,13 @@ __all__ = [
 
 
 def update_every(rule: Rule, schedule: str) -> int | None:
-    """The ``Learner.update_every`` of a rule under a schedule (see :mod:`ostl.run.train`)."""
-    return None if isinstance(rule, BPTT) else parse_schedule(schedule)[0]
+    """The ``Learner.update_every`` of a rule under a schedule (see :mod:`ostl.run.train`):
+    BPTT once per sequence; truncated BPTT (``truncation=k``) at the end of each k-step window
+    except under ``sequence``, where it too updates once per sequence."""
+    every = parse_schedule(schedule)[0]  # checks the schedule
+    if isinstance(rule, BPTT):
+        return rule.truncation if rule.truncation is not None and schedule != "sequence" else None
+    return every
 
 
 def delayed_updates(rule: Rule, schedule: str) -> bool:

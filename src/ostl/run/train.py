@@ -5,9 +5,11 @@ Schedule (the same budget for every rule: epochs, batch size, optimizer, learnin
 - ``schedule="online"`` (default): the online rules (OSTL, OSTTP, e-prop, RTRL) update the
   weights after *every* time step (``update_every=1``, the point of online learning); BPTT
   updates once per sequence (``update_every=None``: it must see the whole sequence; for streams
-  cut into chunks, once per chunk, i.e. truncated BPTT).
+  cut into chunks, once per chunk, i.e. truncated BPTT). Truncated BPTT (``--rule-opt
+  truncation=K``) updates at the end of each K-step window, its natural cadence.
 - ``schedule="sequence"``: every rule updates once per sequence (or chunk), from the gradient
-  accumulated over it (where OSTL with one stateful layer equals BPTT exactly).
+  accumulated over it (where OSTL with one stateful layer equals BPTT exactly); truncated
+  BPTT too, from its windows' gradients summed.
 - ``schedule="every-K"``: the online rules update every K steps (and at the end of each
   sequence), from the gradient summed over those steps; BPTT as under ``online``. With
   several processes, one all-reduce per K steps instead of one per step.
