@@ -18,7 +18,7 @@ size. This protocol separates them:
   (``UnsupportedError``: e.g. e-prop needs an ``ostl.Readout`` on top, which every task network
   has) is skipped with the reason. The task networks have no recurrent weights, where e-prop's
   traces and signals are OSTL's: its row checks that. The random matrices of ostl-rnd and osttp
-  come from the rule's own seed (0), the same for every run seed;
+  are drawn from the run's seed (``--rule-opt seed=``), like its initial weights;
 - networks (``--nets``): *shallow* (the task's default hidden layers) and *deep* (two stateful
   hidden layers of the default width, ``hidden=(n, n)``);
 - schedules (``--schedules``): *sequence* (every rule updates once per sequence: gradient quality

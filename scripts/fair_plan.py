@@ -122,7 +122,12 @@ def base_lr(base: TrainConfig) -> float:
 
 
 def request(job: Job, base: TrainConfig) -> TrainConfig:
+    """The run's configuration. A variant with random matrices (OSTL rnd's feedback, OSTTP's
+    projections) draws them from the run's seed, so the seeds vary them as they vary the
+    weights."""
     rule, options = VARIANTS[job.variant]
+    if rule == "osttp" or options.get("feedback") == "random":
+        options = {**options, "seed": job.seed}
     h = hidden(base, job.net)
     return replace(base, rule=rule, rule_options=dict(options), hidden=h, schedule=job.schedule,
                    lr=job.lr, seed=job.seed, threads=1)  # fmt: skip

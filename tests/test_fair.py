@@ -233,7 +233,9 @@ def test_the_plan_shares_bptt_runs_and_builds_the_deep_network() -> None:
     deep = next(j for j in sweep if j.variant == "ostl-rnd" and j.net == "deep")
     cfg = fair.request(deep, fair.budget("digits", False)[0])
     assert cfg.hidden == (128, 128) and cfg.rule == "ostl"
-    assert cfg.rule_options == {"feedback": "random"} and cfg.schedule == deep.schedule
+    assert cfg.rule_options == {"feedback": "random", "seed": 0} and cfg.schedule == deep.schedule
+    seed2 = fair.request(rest[deep][1], fair.budget("digits", False)[0])
+    assert seed2.rule_options == {"feedback": "random", "seed": 2} and seed2.seed == 2
     quick = fair.budget("digits", True)[0]
     assert quick.epochs == 1 and quick.task_options["train_size"] <= 256
 
