@@ -108,6 +108,13 @@ def _numeric_claims(tc: TaskCells, nets: Sequence[str]) -> list[tuple[str, str, 
             f"({net})", f"this section, *{net}, online* vs *{net}, sequence*",
             _verdict(*_compare(tc, ("ostl", net, "online"), ("ostl", net, "sequence"))),
         ))  # fmt: skip
+    for net in nets:
+        rows.append((
+            f"Online and without truncation, OSTL does better than truncated BPTT (8-step "
+            f"windows), each at its own cadence and tuned lr ({net})",
+            f"this section, *{net}, online*: rows ostl and tbptt-8",
+            _verdict(*_compare(tc, ("ostl", net, "online"), ("tbptt-8", net, "online"))),
+        ))  # fmt: skip
     rows.append((
         "OSTL with random feedback trails OSTL in deep networks (sequence schedule)",
         "this section, *deep, sequence*: rows ostl-rnd and ostl",

@@ -169,6 +169,18 @@ def test_claims_verdicts_are_computed_from_the_numbers(tmp_path: Path) -> None:
     assert "not measured" in {v for _, _, v in elsewhere}
 
 
+def test_the_truncated_bptt_claim_compares_the_online_columns() -> None:
+    tbptt = [_rec("tbptt-8", "shallow", "online", 1, k, 0.8, 0.5) for k in (0, 1)]
+    cells = report.task_cells(_task(0.90, 0.891, 0.85) + tbptt, 0, True)
+    rows = {c: v for c, _, v in claims.claims({"a": (cells, True)}, ["shallow"])}
+    claim = next(c for c in rows if "does better than truncated BPTT" in c)
+    assert rows[claim] == "**holds**: yes on 1 of 1 tasks (a)"  # ostl online 0.891 > 0.8
+    worse = [{**r, "test": 0.95} for r in tbptt]
+    cells = report.task_cells(_task(0.90, 0.891, 0.85) + worse, 0, True)
+    rows = {c: v for c, _, v in claims.claims({"a": (cells, True)}, ["shallow"])}
+    assert rows[claim] == "**does not hold**: yes on 0 of 1 tasks"
+
+
 def test_the_shared_lr_claim_reads_results_md_data() -> None:
     def run(rule: str, value: float) -> dict[str, Any]:
         return {"config": {"rule": rule}, "test_metric": value, "higher_is_better": True}
