@@ -134,6 +134,14 @@ def test_the_section_embeds_its_data_and_renders_the_same_again(tmp_path: Path) 
     assert "| OSTTP has no update locking" in after["claims"]
 
 
+def test_results_md_fair_and_claims_sections_are_what_the_script_renders(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    out.write_text((ROOT / "RESULTS.md").read_text())
+    assert fair.main(["--render-only", "--out", str(out)]) == 0
+    before, after = read_sections((ROOT / "RESULTS.md").read_text()), read_sections(out.read_text())
+    assert after[fair.SECTION] == before[fair.SECTION] and after[fair.CLAIMS] == before[fair.CLAIMS]
+
+
 def test_results_md_keeps_the_claims_section_under_its_header(tmp_path: Path) -> None:
     """scripts/results.py rewrites RESULTS.md's task tables: the claims section stays on top."""
     import results  # scripts/ is on the path (above)

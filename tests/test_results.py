@@ -53,3 +53,10 @@ def test_a_digits_run_of_results_md_reproduces(tmp_path: Path) -> None:
     result = train(TrainConfig.from_json(run["config"]), tmp_path / "run", progress=False)
     assert result.test_metric == run["test_metric"]
     assert result.steps == run["steps"]
+
+
+def test_the_language_models_name_their_published_reference_and_the_distance() -> None:
+    script = _script()
+    line = script.published_line("ptb", 229.0)[-1]
+    assert line.startswith("Published reference: 114.5, test perplexity") and "2.0× the" in line
+    assert script.published_line("digits", 0.9) == [] and script.published_line("ptb", None) == []
