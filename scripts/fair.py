@@ -45,7 +45,7 @@ holds the same request is not run again, so an interrupted protocol continues wh
 Runs go to ``--jobs`` processes, one torch thread each. The section goes between
 ``<!-- section:fair -->`` markers (``ostl.run.sections.write_section``): the other sections of
 RESULTS.md are kept, and ``scripts/results.py`` keeps this one. A command *adds* to the section
-(:func:`fair_report.merge`): its runs replace those of the same task, rule, network, schedule,
+(:func:`fair_data.merge`): its runs replace those of the same task, rule, network, schedule,
 lr and seed, the others stay, and each task lists the commands that ran it; so the protocol can
 run a task (or a rule of a task) at a time, across sessions.
 
@@ -70,6 +70,7 @@ from typing import Any
 
 import torch
 from fair_claims import claims_section
+from fair_data import embedded, merge
 from fair_plan import (
     DEFAULT_TASKS,
     DEFAULT_VARIANTS,
@@ -77,6 +78,7 @@ from fair_plan import (
     NETS,
     NOTES,
     STUDIES,
+    TARGETS,
     VARIANTS,
     Job,
     budget,
@@ -84,7 +86,7 @@ from fair_plan import (
     plan,
     request,
 )
-from fair_report import choose_lr, embedded, merge, section
+from fair_report import choose_lr, section
 
 from ostl.errors import NonFiniteError, UnsupportedError
 from ostl.run.config import TrainConfig
@@ -327,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         full, ran = protocol(jobs_plan, runs, args.jobs, args.quick, args.extend)
         new = tasks_meta(args, lists, argv, time.perf_counter() - t0, ran, full)
         records, tasks = merge(found or ([], {}), ([slim(r) for r in full], new))
-    meta = {"tasks": in_order(tasks), "notes": {t: NOTES[t] for t in tasks if t in NOTES}}
+    meta = {"tasks": in_order(tasks), "notes": {t: NOTES[t] for t in tasks if t in NOTES},
+            "targets": {t: TARGETS[t] for t in tasks if t in TARGETS}}  # fmt: skip
     results_data = _load_existing(out) if out.exists() else None
     out.parent.mkdir(parents=True, exist_ok=True)
     write_section(out, SECTION, section(records, meta, results_data))

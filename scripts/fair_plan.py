@@ -63,6 +63,18 @@ STUDIES: dict[str, tuple[TrainConfig, str]] = {
 }
 FAIR_BUDGETS.update(STUDIES)
 
+#: Where each task's targets are, and what they are: OSTTP's hidden layers learn only from them.
+TARGETS = {
+    "digits": "a class, at every step",
+    "digits-last": "a class, at the last step only",
+    "recall": "classes, at the recall steps only (after a delay of 20 steps)",
+    "smnist": "a class, at the last step only",
+    "mnist": "a class, at every step",
+    "spoken-digits": "a class, at every step where the word sounds",
+    "pattern": "real values (regression), at every step",
+    "chorales": "88 notes on or off (next frame), at every step",
+}
+
 NOTES = {
     "pattern": "Pattern has one frozen input/target pair, evaluated on itself: its validation "
     "and test metrics are the same pair's, so here the lr is chosen on the test pair.",

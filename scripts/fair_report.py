@@ -1,8 +1,8 @@
 """The fair comparison's numbers and text (for ``scripts/fair.py``): the learning rate chosen by
 the validation metric, each cell's mean ± std over seeds, the gaps to BPTT and the verdicts (the
 "claims -> evidence" section is ``scripts/fair_claims.py``'s). Pure functions of the run
-records, so the section can be rendered again from the data it embeds, and a command that runs
-some tasks (or some rules of a task) adds to the section instead of replacing it (:func:`merge`).
+records, so the section can be rendered again from the data it embeds (read back and merged
+with a later command's runs by ``scripts/fair_data.py``).
 
 A *record* is one run, as ``scripts/fair.py`` keeps it: its place in the protocol (``task``,
 ``variant``, ``net``, ``schedule``: the one it trained with, ``factor``, ``lr``, ``seed``,
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -289,6 +288,7 @@ def section(
         lines += [*table, ""]
         if task in meta.get("notes", {}):
             lines += [meta["notes"][task], ""]
+    lines += projection_table(records, meta)
     lines += [
         "The claims of the OSTL and OSTTP papers and their evidence: the *claims* "
         "section at the top of this file."
@@ -300,78 +300,34 @@ def section(
     return "\n".join(lines) + "\n"
 
 
-def embedded(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
-    """The records and per-task meta embedded in a section written by :func:`section` (None:
-    none); a section of the first format (one command for every task) is read too."""
-    m = re.search(rf"<!-- {DATA_TAG}\n(.*?)\n-->", text, flags=re.S)
-    if not m:
-        return None
-    data = json.loads(m.group(1))
-    cols = data["columns"]
-    records = [{k: v for k, v in zip(cols, row) if v is not None} for row in data["rows"]]
-    if "version" not in data:
-        return _first_format(records, data["meta"])
-    return records, data["tasks"]
-
-
-def _first_format(
-    records: list[dict[str, Any]], meta: dict[str, Any]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """A section written when one command made the whole section: its command and sweep become
-    each of its tasks', and each sweep run its place in the sweep (the factors' order)."""
-    order = {f: i for i, f in enumerate(meta["factors"])}
-    for r in records:
-        if r["seed"] == meta["seeds"][0]:
-            r["order"] = order[r["factor"]]
-    command = {k: meta[k] for k in ("command", "machine", "date", "wall", "ran", "jobs")}
-    command.update(factors=meta["factors"], extend=0, seeds=meta["seeds"])
-    tasks = {
-        t: {"settings": meta["settings"].get(t), "budget": meta["budgets"][t],
-            "sweep_seed": meta["seeds"][0], "quick": meta["quick"], "study": False,
-            "commands": [command]}
-        for t in meta["tasks"]
-    }  # fmt: skip
-    return records, tasks
-
-
-def _key(r: dict[str, Any]) -> tuple[Any, ...]:
-    return (r["task"], r["variant"], r["net"], r["schedule"], r["lr"], r["seed"])
-
-
-def _same_setting(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two commands' runs of a task can share a table: the same budget and metric (the
-    networks may differ), the same sweep seed, both quick or neither."""
-    sa, sb = ({k: v for k, v in (m.get("settings") or {}).items() if k != "hidden"} for m in (a, b))
-    return (not sa or not sb or sa == sb) and all(a[k] == b[k] for k in ("sweep_seed", "quick"))
-
-
-def merge(
-    old: tuple[list[dict[str, Any]], dict[str, Any]],
-    new: tuple[list[dict[str, Any]], dict[str, Any]],
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The section's data after a command: its records replace those of the same (task, rule,
-    network, schedule, lr, seed), the rest are kept; a task whose setting changed (another
-    budget, sweep seed, or quick) starts again from the command's runs. A command run again
-    replaces its own entry in the task's list of commands."""
-    (old_records, old_tasks), (new_records, new_tasks) = old, new
-    restart = {
-        t for t in new_tasks if t in old_tasks and not _same_setting(old_tasks[t], new_tasks[t])
-    }
-    replaced = {_key(r) for r in new_records}
-    records = [r for r in old_records if r["task"] not in restart and _key(r) not in replaced]
-    tasks = dict(old_tasks)
-    for t, m in new_tasks.items():
-        o = old_tasks.get(t)
-        if o is not None and t not in restart:
-            ost = o.get("settings") or {}
-            st = m.get("settings") or ost
-            hidden = {**ost.get("hidden", {}), **st.get("hidden", {})}
-            again = m["commands"][0]["command"]
-            earlier = [c for c in o["commands"] if c["command"] != again]
-            m = {**m, "settings": {**st, "hidden": hidden} if st else None,
-                 "commands": earlier + m["commands"]}  # fmt: skip
-        tasks[t] = m
-    return records + new_records, tasks
+def projection_table(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """OSTTP's gap to BPTT beside OSTL's, per task, with where the task's targets are: the
+    evidence of when target projection lags (``docs/target-projection.md`` explains it)."""
+    rows = []
+    for task, tmeta in meta["tasks"].items():
+        if not tmeta.get("settings"):
+            continue
+        hib = tmeta["settings"]["higher_is_better"]
+        cells = task_cells([r for r in records if r["task"] == task], tmeta["sweep_seed"], hib)
+        gaps = [gap(cells, v, n, "sequence", hib) for v in ("osttp", "ostl") for n in NETS]
+        if not all(math.isnan(g) for g in gaps[:2]):
+            shown = ["—" if math.isnan(g) else percent(g, 1) for g in gaps]
+            rows.append(f"| {task} | {meta.get('targets', {}).get(task, '')} | "
+                        + " | ".join(shown) + " |")  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "### OSTTP by kind of target",
+        "",
+        "OSTTP's hidden layers learn from a fixed projection of the target, so where the targets "
+        "are and what they are decides how much they learn. Gap to BPTT under the *sequence* "
+        "schedule, from the tables above (`docs/target-projection.md` explains the pattern):",
+        "",
+        "| task | targets | OSTTP shallow | OSTTP deep | OSTL shallow | OSTL deep |",
+        "|---|---|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
 
 
 def _short(v: Any) -> Any:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import fair  # noqa: E402
 import fair_claims as claims  # noqa: E402
+import fair_data as data  # noqa: E402
 import fair_report as report  # noqa: E402
 
 from ostl.run.sections import read_sections, write_section  # noqa: E402
@@ -109,6 +110,14 @@ def test_the_table_shows_mean_std_gap_and_lr_higher_is_better() -> None:
     assert "OSTTP within 5 % of BPTT under the sequence schedule: shallow **no** (+5.56 %)" in text
 
 
+def test_osttps_gap_by_kind_of_target_is_computed_from_the_cells() -> None:
+    meta = {**_meta(True), "targets": {"t": "a class, at every step"}}
+    text = report.section(_task(bptt=0.90, ostl=0.891, osttp=0.85), meta)
+    assert "| t | a class, at every step | +5.6 % | — | +1.0 % | — |" in text
+    no_osttp = [r for r in _task(0.90, 0.891, 0.85) if r["variant"] != "osttp"]
+    assert "OSTTP by kind of target" not in report.section(no_osttp, meta)
+
+
 def test_lower_is_better_gaps_and_verdicts() -> None:
     text = report.section(_task(bptt=2.0, ostl=2.05, osttp=2.08), _meta(False))
     assert "(lower is better)" in text
@@ -121,7 +130,7 @@ def test_lower_is_better_gaps_and_verdicts() -> None:
 def test_the_section_embeds_its_data_and_renders_the_same_again(tmp_path: Path) -> None:
     records, meta = _task(0.9, 0.891, 0.85), _meta(True)
     text = report.section(records, meta)
-    assert report.embedded(text) == (records, meta["tasks"])
+    assert data.embedded(text) == (records, meta["tasks"])
     out = tmp_path / "R.md"
     write_section(out, "other", "## Other\n\nkept")
     write_section(out, fair.SECTION, text)
@@ -209,7 +218,7 @@ def test_a_command_adds_to_the_section_and_a_changed_setting_starts_again() -> N
            if r["variant"] == "ostl"]  # fmt: skip
     again = [{**r, "test": 0.5} for r in old[0] if r["variant"] == "osttp" and r["seed"] == 0]
     later = _tmeta(True, command="python scripts/fair.py --rules ostl-rnd", date="2026-02-02")
-    records, tasks = report.merge(old, (rnd + again, {"t": later}))
+    records, tasks = data.merge(old, (rnd + again, {"t": later}))
     assert len(records) == len(old[0]) + len(rnd)
     assert sorted(r["test"] for r in records if r["variant"] == "osttp")[:2] == [0.5, 0.5]
     assert [c["command"] for c in tasks["t"]["commands"]] == [
@@ -219,11 +228,11 @@ def test_a_command_adds_to_the_section_and_a_changed_setting_starts_again() -> N
     text = report.section(records, {"tasks": tasks, "notes": {}})
     assert "| ostl-rnd | 0.7000 ± 0.0000 (n=2) · +22.22 % · lr 0.01 |" in text
     assert text.count("  - `python scripts/fair.py") == 2
-    same = report.merge((records, tasks), ([], {"t": later}))[1]["t"]["commands"]
+    same = data.merge((records, tasks), ([], {"t": later}))[1]["t"]["commands"]
     assert len(same) == 2  # the same command again: listed once
     changed = _tmeta(True)
     changed["settings"] = {**changed["settings"], "epochs": 9}
-    records, tasks = report.merge((records, tasks), (rnd, {"t": changed}))
+    records, tasks = data.merge((records, tasks), (rnd, {"t": changed}))
     assert records == rnd and tasks["t"]["settings"]["epochs"] == 9
 
 
@@ -235,7 +244,7 @@ def test_a_section_of_the_first_format_is_read_with_its_sweep_order() -> None:
             "settings": {"t": _tmeta(True)["settings"]}, "budgets": {"t": "b"}}  # fmt: skip
     blob = json.dumps({"meta": meta, "columns": sorted(rs[0]), "rows": [
         [r[k] for k in sorted(rs[0])] for r in rs]})  # fmt: skip
-    records, tasks = report.embedded(f"<!-- fair-data\n{blob}\n-->")
+    records, tasks = data.embedded(f"<!-- fair-data\n{blob}\n-->")
     assert [r["order"] for r in records] == [0, 1, 2]  # ties go to the first factor, 1
     assert report.cell(records, 0, True).lr == 0.01
     assert tasks["t"]["commands"][0]["factors"] == [1, 0.5, 2] and tasks["t"]["budget"] == "b"
