@@ -193,7 +193,7 @@ def protocol(
 ) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
     """Sweep on the first seed (extended past an edge up to ``extend`` times), choose each lr,
     then the other seeds: every record, and how many runs ran now (the others were kept)."""
-    sweep, rest = list(jobs_plan[0]), jobs_plan[1]
+    sweep, rest = list(jobs_plan[0]), dict(jobs_plan[1])
     done: dict[Job, dict[str, Any]] = {}
     print(f"sweep: {len(sweep)} runs", flush=True)
     ran = run_jobs(sweep, runs, n_jobs, quick, done)
