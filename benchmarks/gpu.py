@@ -22,7 +22,7 @@ Three measurements, each section of the report saying how it was made:
 2. Host synchronisations of OSTL with ``update_every=4`` on the headline network, counted on
    every step between updates (none allowed) and at the updates: on CUDA with
    ``torch.cuda.set_sync_debug_mode("warn")``, on the CPU with the detector of
-   ``tests/sync_detector.py``; a deliberate ``.item()`` checks that the counter sees a sync.
+   ``benchmarks/sync_detector.py``; a deliberate ``.item()`` checks that the counter sees a sync.
 3. Peak device memory against T, doubling T until BPTT raises ``torch.cuda.OutOfMemoryError``,
    then OSTL at that T and the next (:mod:`.gpu_memory`, which says how its workload is chosen).
    CUDA only: on the CPU the section says so.

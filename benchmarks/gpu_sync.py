@@ -5,7 +5,7 @@ host-to-device copy of Python data, ...) makes the host wait for the device: an 
 steps without such a read between updates keeps the device's queue full. :func:`count_syncs`
 trains OSTL with ``update_every > 1`` and counts the syncs of every step, on CUDA with CUDA's
 own sync debug mode (``torch.cuda.set_sync_debug_mode("warn")``: a warning per synchronising
-call) and on the CPU with the detector of ``tests/sync_detector.py`` (a ``TorchFunctionMode``
+call) and on the CPU with the detector of ``benchmarks/sync_detector.py`` (a ``TorchFunctionMode``
 that records every operation that would synchronise on a GPU). A deliberate ``.item()`` after
 the run checks that the counter sees a sync at all.
 """
@@ -13,7 +13,6 @@ the run checks that the counter sees a sync at all.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import torch
 
 from ostl.learner import Learner
 
+from .sync_detector import SyncDetector
 from .workload import (
     NetSpec,
     build_network,
@@ -54,9 +54,7 @@ def _cuda_syncs(found: list[str]) -> Iterator[None]:
 @contextlib.contextmanager
 def _detected_syncs(found: list[str]) -> Iterator[None]:
     """Appends to ``found`` every tensor read that would wait for a GPU (CPU detector)."""
-    # a test helper of this repository, imported by name (not a dependency of the package)
-    detector = importlib.import_module("tests.sync_detector").SyncDetector
-    with detector() as d:
+    with SyncDetector() as d:
         yield
     found += [str(s) for s in d.syncs]
 
@@ -82,14 +80,10 @@ def count_syncs(
             'CUDA\'s own sync debug mode (torch.cuda.set_sync_debug_mode("warn"))',
         )
     else:
-        try:
-            importlib.import_module("tests.sync_detector")  # in a checkout of the repository
-        except ImportError:
-            return {"skipped": "no CUDA device, and the CPU detector (tests/sync_detector.py) "
-                    "is not importable from here"}  # fmt: skip
         counter, how = (
             _detected_syncs,
-            "the CPU detector of tests/sync_detector.py (every read that would wait for a GPU)",
+            "the CPU detector of benchmarks/sync_detector.py (every read that would wait for a "
+            "GPU)",
         )
     net = build_network(spec, seed=seed, device=device)
     learner = Learner(net, make_rule("ostl"), loss_fn=loss_fn,

@@ -1,6 +1,6 @@
 """Host synchronisations in ``Learner.step``: none between updates, one verdict per update
 (none with ``nonfinite="skip"`` and the verdicts on the device), counted on the CPU with the
-detector of tests/sync_detector.py and, on a GPU, with CUDA's own sync debug mode."""
+detector of benchmarks/sync_detector.py and, on a GPU, with CUDA's own sync debug mode."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from benchmarks.sync_detector import SyncDetector
 
 import ostl
 from ostl.engine.carry import finite_flags
@@ -16,7 +17,6 @@ from ostl.rules import BPTT, OSTL, RTRL, Rule, TraceRule
 
 from .helpers import make_net, mse, sequence
 from .registry import RULES_AND_VARIANTS
-from .sync_detector import SyncDetector
 
 #: every trace rule, with the variants that take other code paths (exact traces, feedback)
 TRACE_RULES = [r for r in RULES_AND_VARIANTS if isinstance(r, TraceRule)]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from benchmarks.sync_detector import SyncDetector
 from torch import Tensor
 
 from ostl.errors import OptionError
@@ -17,7 +18,6 @@ from ostl.streams.learners import DEFAULT_STREAM_RULES, FullBPTTError, stream_ru
 from ostl.streams.prequential import Prequential, prequential
 from ostl.streams.recovery import cumulative_mean, recovery_times, windowed_mean
 
-from ..sync_detector import SyncDetector
 from .sine import Sine
 
 

@@ -36,6 +36,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import torch
@@ -111,7 +112,7 @@ def _moves_to_host(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 
 def _called_by_torch() -> bool:
     """Whether the innermost frame outside this module belongs to torch's package."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
         frame = frame.f_back
     return frame is not None and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename
