@@ -242,6 +242,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", help="folder of the kept runs (default runs/fair or runs/fair-quick)")
     p.add_argument("--out", help="file to write the section to (default RESULTS.md; with "
                    "--quick, RESULTS-quick.md in the runs folder)")  # fmt: skip
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="the tasks start again in the section: "
+        "their earlier runs there are dropped (the kept run files are still reused)",
+    )
     p.add_argument("--render-only", action="store_true", help="rewrite the section from its data")
     return p
 
@@ -293,14 +299,15 @@ def tasks_meta(
     command = {
         "command": recorded(sys.argv[1:] if argv is None else argv),
         "machine": describe_machine().rsplit(", ", 1)[0],  # less the main process's threads
-        "date": time.strftime("%Y-%m-%d"), "wall": wall, "ran": ran, "jobs": args.jobs,
-        "factors": lists["lrs"], "extend": args.extend, "seeds": lists["seeds"],
+        "date": time.strftime("%Y-%m-%d"), "wall": wall, "ran": ran,
+        "kept": len(records) - ran, "jobs": args.jobs, "factors": lists["lrs"],
+        "extend": args.extend, "seeds": lists["seeds"],
     }  # fmt: skip
     found = settings(records)
     return {
         t: {"settings": found.get(t), "budget": budget(t, args.quick)[1],
-            "sweep_seed": lists["seeds"][0], "quick": args.quick, "study": t in STUDIES,
-            "commands": [command]}
+            "request": budget(t, args.quick)[0].to_json(), "sweep_seed": lists["seeds"][0],
+            "quick": args.quick, "study": t in STUDIES, "commands": [command]}
         for t in lists["tasks"]
     }  # fmt: skip
 
@@ -328,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                          lists["lrs"], lists["seeds"], args.quick)  # fmt: skip
         full, ran = protocol(jobs_plan, runs, args.jobs, args.quick, args.extend)
         new = tasks_meta(args, lists, argv, time.perf_counter() - t0, ran, full)
-        records, tasks = merge(found or ([], {}), ([slim(r) for r in full], new))
+        records, tasks = merge(found or ([], {}), ([slim(r) for r in full], new), args.fresh)
     meta = {"tasks": in_order(tasks), "notes": {t: NOTES[t] for t in tasks if t in NOTES},
             "targets": {t: TARGETS[t] for t in tasks if t in TARGETS}}  # fmt: skip
     results_data = _load_existing(out) if out.exists() else None

@@ -53,24 +53,39 @@ def _key(r: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _same_setting(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two commands' runs of a task can share a table: the same budget and metric (the
-    networks may differ), the same sweep seed, both quick or neither."""
-    sa, sb = ({k: v for k, v in (m.get("settings") or {}).items() if k != "hidden"} for m in (a, b))
-    return (not sa or not sb or sa == sb) and all(a[k] == b[k] for k in ("sweep_seed", "quick"))
+    """Whether two commands' runs of a task can share a table: the same budget as asked
+    (``request``: the budget's configuration; a section of the first form has none and is
+    taken as the same), the same sweep seed, both quick or neither. (The settings the table
+    shows are read from finished runs, where an option added since shows up: not compared.)"""
+    same_budget = (
+        a.get("request") is None or b.get("request") is None or a["request"] == b["request"]
+    )
+    return same_budget and all(a[k] == b[k] for k in ("sweep_seed", "quick"))
+
+
+def _commands(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The commands that ran a task's runs: a command run again replaces its entry, unless it
+    ran nothing (every run kept): the earlier entry says what the work took."""
+    again = {c["command"]: c for c in new}
+    kept = [c for c in old if c["command"] not in again or not again[c["command"]]["ran"]]
+    return kept + [c for c in new if c["command"] not in {k["command"] for k in kept}]
 
 
 def merge(
     old: tuple[list[dict[str, Any]], dict[str, Any]],
     new: tuple[list[dict[str, Any]], dict[str, Any]],
+    fresh: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The section's data after a command: its records replace those of the same (task, rule,
     network, schedule, lr, seed), the rest are kept; a task whose setting changed (another
     budget, sweep seed, or quick) starts again from the command's runs. A command run again
-    replaces its own entry in the task's list of commands."""
+    replaces its own entry in the task's list of commands (:func:`_commands`). ``fresh``: every
+    task of the command starts again (its earlier runs and commands are dropped)."""
     (old_records, old_tasks), (new_records, new_tasks) = old, new
     restart = {
-        t for t in new_tasks if t in old_tasks and not _same_setting(old_tasks[t], new_tasks[t])
-    }
+        t for t in new_tasks
+        if t in old_tasks and (fresh or not _same_setting(old_tasks[t], new_tasks[t]))
+    }  # fmt: skip
     replaced = {_key(r) for r in new_records}
     records = [r for r in old_records if r["task"] not in restart and _key(r) not in replaced]
     tasks = dict(old_tasks)
@@ -80,9 +95,7 @@ def merge(
             ost = o.get("settings") or {}
             st = m.get("settings") or ost
             hidden = {**ost.get("hidden", {}), **st.get("hidden", {})}
-            again = m["commands"][0]["command"]
-            earlier = [c for c in o["commands"] if c["command"] != again]
             m = {**m, "settings": {**st, "hidden": hidden} if st else None,
-                 "commands": earlier + m["commands"]}  # fmt: skip
+                 "commands": _commands(o["commands"], m["commands"])}  # fmt: skip
         tasks[t] = m
     return records + new_records, tasks

@@ -13,9 +13,10 @@ none (``error``: the run failed, e.g. NaN/Inf; ``skipped``: the rule refuses the
 The *meta* holds, per task (``meta["tasks"][task]``): ``settings`` (``metric``,
 ``higher_is_better``, ``cell``, ``hidden`` per network, ``epochs``, ``batch_size``,
 ``task_options``, ``base_lr``), ``budget`` (why this budget), ``sweep_seed``, ``quick``,
-``study`` (a study of a setting, left out of the claims' counts), and ``commands``: each command
-that ran some of its runs (``command``, ``machine``, ``date``, ``wall``, ``ran``, ``jobs``, and
-its sweep: ``factors``, ``extend``, ``seeds``). ``meta["notes"]``: per task, a paragraph of text.
+``study`` (a study of a setting, left out of the claims' counts), ``request`` (the budget's
+configuration as asked), and ``commands``: each command that ran some of its runs (``command``,
+``machine``, ``date``, ``wall``, ``ran``, ``kept``, ``jobs``, and its sweep: ``factors``,
+``extend``, ``seeds``). ``meta["notes"]``: per task, a paragraph of text.
 """
 
 from __future__ import annotations
@@ -184,8 +185,10 @@ def command_line(c: dict[str, Any]) -> str:
     extend = (f", extended up to {c['extend']} times past an edge" if c["extend"]
               else ", not extended past an edge" if len(c["factors"]) > 1 else "")  # fmt: skip
     return (
-        f"`{c['command']}` on {c['machine']}, {c['date']}: ran {c['ran']} runs in {c['wall']:.0f} "
-        f"s wall ({c['jobs']} processes, one torch thread each); sweep × {_factors(c['factors'])}"
+        f"`{c['command']}` on {c['machine']}, {c['date']}: ran {c['ran']} runs"
+        + (f" (kept {c['kept']} from earlier commands)" if c.get("kept") else "")
+        + f" in {c['wall']:.0f} s wall ({c['jobs']} processes, one torch thread each); sweep × "
+        f"{_factors(c['factors'])}"
         f"{extend}; seeds {', '.join(map(str, c['seeds']))}."
     )
 

@@ -230,10 +230,32 @@ def test_a_command_adds_to_the_section_and_a_changed_setting_starts_again() -> N
     assert text.count("  - `python scripts/fair.py") == 2
     same = data.merge((records, tasks), ([], {"t": later}))[1]["t"]["commands"]
     assert len(same) == 2  # the same command again: listed once
-    changed = _tmeta(True)
-    changed["settings"] = {**changed["settings"], "epochs": 9}
-    records, tasks = data.merge((records, tasks), (rnd, {"t": changed}))
-    assert records == rnd and tasks["t"]["settings"]["epochs"] == 9
+    # settings read from runs of another version (an option added since) but the same budget
+    # as asked: the same table
+    asked = {**_tmeta(True), "request": {"task": "t", "epochs": 2}}
+    other = {**asked, "settings": {**asked["settings"], "task_options": {"new_option": 1}}}
+    kept, _ = data.merge((records, {"t": asked}), (rnd, {"t": other}))
+    assert len(kept) == len(records)
+    again, _ = data.merge((records, {"t": asked}), (rnd, {"t": asked}), fresh=True)
+    assert again == rnd  # --fresh: the task starts again from the command's runs
+    changed = {**asked, "request": {"task": "t", "epochs": 9}}
+    records, tasks = data.merge((records, {"t": asked}), (rnd, {"t": changed}))
+    assert records == rnd and tasks["t"]["request"]["epochs"] == 9
+
+
+def test_a_command_run_again_with_every_run_kept_keeps_its_earlier_entry() -> None:
+    first = {**COMMAND, "ran": 40, "wall": 300.0}
+    rerun = {**COMMAND, "ran": 0, "kept": 40, "wall": 2.0}
+    old = (_task(0.9, 0.891, 0.85), {"t": {**_tmeta(True), "commands": [first]}})
+    _, tasks = data.merge(
+        old, (_task(0.9, 0.891, 0.85), {"t": {**_tmeta(True), "commands": [rerun]}})
+    )
+    assert tasks["t"]["commands"] == [first]
+    redone = {**COMMAND, "ran": 5, "kept": 35, "wall": 30.0}
+    _, tasks = data.merge(old, ([], {"t": {**_tmeta(True), "commands": [redone]}}))
+    assert tasks["t"]["commands"] == [redone]
+    line = report.command_line(redone)
+    assert "ran 5 runs (kept 35 from earlier commands) in 30 s wall" in line
 
 
 def test_a_section_of_the_first_format_is_read_with_its_sweep_order() -> None:
