@@ -15,8 +15,8 @@ __all__ = ["embedded", "merge"]
 
 
 def embedded(text: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
-    """The records and per-task meta embedded in a section written by :func:`section` (None:
-    none); a section of the first format (one command for every task) is read too."""
+    """The records and per-task meta embedded in a section that ``fair_report.section`` wrote
+    (None: none); a section of the first format (one command for every task) is read too."""
     m = re.search(rf"<!-- {DATA_TAG}\n(.*?)\n-->", text, flags=re.S)
     if not m:
         return None
