@@ -75,18 +75,28 @@ TARGETS = {
     "chorales": "88 notes on or off (next frame), at every step",
 }
 
+_VARIANTS_NOTE = (
+    "The OSTTP variants (osttp-normal, osttp-scale-2, osttp-scale-0.1; on the shallow network) "
+    "change its projection B: its distribution (normal instead of uniform) and its scale (2 and "
+    "0.1 against the default 1/sqrt(outputs), {default}). Under Adam a constant factor on a "
+    "layer's gradient cancels (each weight's step is divided by its own gradient's running "
+    "size; only Adam's epsilon sees the factor), so the scale variants follow the default at the "
+    "same lr; the lr, swept alike, is the scale that matters (docs/target-projection.md)."
+)
+
 NOTES = {
     "pattern": "Pattern has one frozen input/target pair, evaluated on itself: its validation "
     "and test metrics are the same pair's, so here the lr is chosen on the test pair.",
-    "smnist": "The target exists only at the last row: the online rules then update once per "
-    "sequence under both schedules.",
     "recall": "The target exists only during the recall steps, after the delay: OSTTP's hidden "
-    "layers get a learning signal only then, long after the symbols they had to store. The "
-    "OSTTP variants change its projection B: the distribution (normal) and the scale (2 and "
-    "0.1 against the default 0.5). With Adam, B's scale cancels out (each weight's step is "
-    "normalised by its own gradient's size; only Adam's epsilon sees the scale), so the scale "
-    "variants follow the default closely; the learning rate, swept alike, is the scale that "
-    "matters. The sweep often chose its largest factor (lr 0.01): a wider sweep is left to do.",
+    "layers get a learning signal only then, long after the symbols they had to store. "
+    + _VARIANTS_NOTE.format(default="0.5 for 4 symbols"),
+    "digits": _VARIANTS_NOTE.format(default="0.32 for 10 classes"),
+    "smnist": "The target exists only at the last row: the online rules then update once per "
+    "sequence under both schedules. " + _VARIANTS_NOTE.format(default="0.32 for 10 classes"),
+    "digits-last": "The same data, network and budget as digits, with the class at the last step "
+    "only: the controlled experiment for targets at the end of the sequence (compare OSTTP's gap "
+    "with digits'). With one target per sequence, every rule updates once per sequence under "
+    "both schedules.",
 }
 
 
