@@ -23,6 +23,38 @@ from .rules import BPTT
 __all__ = ["MemoryMeter"]
 
 
+def _unpack(t: Tensor) -> Tensor:
+    return t
+
+
+class _SavedBytes:
+    """The bytes of the tensors autograd saves while a step runs (its pack hook), each storage
+    once, parameters left out. Neither it nor what it packs may lead back into the graph: every
+    node keeps its hook and its packed tensors, and a reference from there to the learner (or
+    to a tensor's own grad_fn) is a cycle through autograd's C++ nodes that Python's garbage
+    collector cannot see, so the graph, and with the learner every run's last state, would
+    stay in memory after the run."""
+
+    def __init__(self, params: set[int]) -> None:
+        self.params = params
+        self.seen: set[int] = set()
+        self.bytes = 0
+
+    def pack(self, t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in self.params and ptr not in self.seen:
+            self.seen.add(ptr)
+            self.bytes += storage.nbytes()
+        # the same data without its history: a saved output returned as itself would hold its
+        # own grad_fn, a cycle through the C++ graph that is never freed
+        return t.detach()
+
+    def clear(self) -> None:
+        self.seen.clear()
+        self.bytes = 0
+
+
 class MemoryMeter:
     """Tracks the peak held memory (bytes) of a learner; see the module docstring."""
 
@@ -31,25 +63,22 @@ class MemoryMeter:
         # Only plain-autograd rules keep a graph across steps; torch.func (used by the trace
         # engine) refuses saved-tensor hooks, and the online rules keep no graph anyway.
         self.count_graph = isinstance(learner.rule, BPTT)
-        self._params = {p.untyped_storage().data_ptr() for p in learner.net.parameters()}
-        self._seen: set[int] = set()
-        self.graph_bytes = 0
+        self._saved = _SavedBytes(
+            {p.untyped_storage().data_ptr() for p in learner.net.parameters()}
+        )
         self.peak = 0
         self._updates = learner.updates
 
-    def _pack(self, t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in self._params and ptr not in self._seen:
-            self._seen.add(ptr)
-            self.graph_bytes += storage.nbytes()
-        return t
+    @property
+    def graph_bytes(self) -> int:
+        """Bytes autograd has saved since the graph was last released."""
+        return self._saved.bytes
 
     @contextmanager
     def step(self) -> Iterator[None]:
         """Wrap one ``learner.step``; the held memory is sampled when it returns."""
         if self.count_graph:
-            with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+            with torch.autograd.graph.saved_tensors_hooks(self._saved.pack, _unpack):
                 yield
         else:
             yield
@@ -65,5 +94,4 @@ class MemoryMeter:
     def graph_freed(self) -> None:
         """The autograd graph was released (after an update or at the end of a sequence)."""
         self._updates = self.learner.updates
-        self._seen.clear()
-        self.graph_bytes = 0
+        self._saved.clear()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from ostl.errors import OptionError
 from ostl.rules import BPTT, OSTL, RULES
@@ -116,6 +118,25 @@ def test_peak_memory_grows_with_t_for_bptt_only() -> None:
 
     assert peak("bptt", 20) > 2 * peak("bptt", 5)
     assert peak("ostl", 20) == peak("ostl", 5)
+
+
+def test_a_bptt_run_leaves_no_tensor_of_it_in_memory() -> None:
+    """The memory meter's saved-tensor hook once tied each run's last autograd graph into
+    cycles no collector frees (graph -> hook -> meter -> learner -> graph; a saved output
+    holding its own grad_fn): every BPTT run in a process kept its graph, hundreds of MB for
+    a long run. An LSTM (whose gates save their outputs) of 13 units marks the run's tensors."""
+    gc.collect()
+    before = _tensors_of_width(13)
+    small = {"length": 2, "delay": 3, "train_size": 32, "test_size": 16}
+    for rule in ("bptt", "ostl"):
+        cfg = TrainConfig(task="recall", rule=rule, hidden=(13,), epochs=1, task_options=small)
+        train(cfg, progress=False)
+    gc.collect()
+    assert _tensors_of_width(13) == before
+
+
+def _tensors_of_width(n: int) -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape[-1:] == (n,))
 
 
 @pytest.mark.parametrize(
