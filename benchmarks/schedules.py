@@ -22,12 +22,12 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from ostl.run.config import TrainConfig, parse_schedule
 from ostl.run.sections import describe_machine, write_section
 from ostl.run.train import train
+from ostl.torchrun import process_pool
 
 from .outfile import add_out_option, require_out
 
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     work = [(args.task, args.rule, s, seed, args.epochs)
             for s in args.schedules for seed in args.seeds]  # fmt: skip
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    with process_pool(max(1, args.jobs)) as pool:
         rows = list(pool.map(run_one, *zip(*work)))
     meta = {
         "command": command,

@@ -62,9 +62,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +90,7 @@ from ostl.errors import NonFiniteError, UnsupportedError
 from ostl.run.config import TrainConfig
 from ostl.run.sections import describe_machine, read_sections, write_section
 from ostl.run.train import train
+from ostl.torchrun import process_pool
 from results import ROOT, _load_existing
 
 # The protocol is written out in the docstring above for readers of the script; what it runs
@@ -177,7 +176,7 @@ def run_jobs(
     print(f"  {len(unique) - len(todo)} kept, {len(todo)} to run", flush=True)
     todo.sort(key=lambda jr: (jr[0].net != "deep", jr[0].schedule != "online"))  # long first
     # spawn, not fork: the caller may have run torch (OpenMP is not fork-safe)
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn")) as pool:
+    with process_pool(n_jobs, spawn=True) as pool:
         futures = [(job, pool.submit(execute, job, req, str(runs / f"{job.path}.json")))
                    for job, req in todo]  # fmt: skip
         for job, fut in futures:

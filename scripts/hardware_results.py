@@ -27,7 +27,6 @@ import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 from ostl.hardware.run import DRIFT_TIMES
 from ostl.run.sections import write_section
 from ostl.run.train import TrainConfig, train
+from ostl.torchrun import process_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / ("hardware-quick" if "--quick" in sys.argv else "hardware")
@@ -84,7 +84,7 @@ def run_grid(tasks: list[str], seeds: list[int], jobs: int, quick: bool = False)
                 grid.append((cfg, str(RUNS / task / f"{key}-seed{s}")))
     # longest first: the online runs dominate
     grid.sort(key=lambda c: c[0].pcm_update == "offline")
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with process_pool(jobs) as pool:
         futures = [pool.submit(_run, cfg, out) for cfg, out in grid]
         for (cfg, _), fut in zip(grid, futures):
             r = fut.result()

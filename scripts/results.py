@@ -25,7 +25,6 @@ import re
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from ostl.run.sections import keep_sections, read_sections
 from ostl.run.train import TrainConfig, train
 from ostl.tasks import TASKS
 from ostl.tasks.events import EventTask
+from ostl.torchrun import process_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_TAG = "results-data"
@@ -170,7 +170,7 @@ def run_task(task: str, rules: list[str], seeds: list[int], jobs: int) -> list[d
         for s in seeds
         for r in rules
     ]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with process_pool(jobs) as pool:
         futures = [pool.submit(_run, cfg, out) for cfg, out in jobs_list]
         results = []
         for (cfg, _), fut in zip(jobs_list, futures):

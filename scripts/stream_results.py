@@ -22,7 +22,6 @@ import re
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from ostl.run.sections import describe_machine, read_sections, write_section
 from ostl.run.stream import StreamConfig, bptt_bytes_per_step, run_stream
 from ostl.run.stream_outputs import format_stream_table
 from ostl.streams import STREAMS, get_stream
+from ostl.torchrun import process_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "streams"
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = command or " ".join(["python scripts/stream_results.py", *given])
     folders = {n: str(ROOT / "runs" / "results" / "streams" / n) for n in names}
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # as scripts/results.py
+    with process_pool(max(1, args.jobs)) as pool:  # as scripts/results.py
         futures = {n: pool.submit(run_one, n, rules, folders[n]) for n in names}
         for name, fut in futures.items():
             entry = fut.result()

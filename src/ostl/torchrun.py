@@ -31,9 +31,11 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from typing import Any
 
-__all__ = ["die_with_parent", "main", "AGENT_ENV", "LAUNCHER_ENV", "SHUTDOWN_GRACE"]
+__all__ = ["die_with_parent", "process_pool", "main", "AGENT_ENV", "LAUNCHER_ENV", "SHUTDOWN_GRACE"]
 
 #: The PID of the ``ostl.torchrun`` process, in its workers' environment.
 AGENT_ENV = "OSTL_TORCHRUN_PID"
@@ -66,6 +68,18 @@ def die_with_parent(parent: int | None = None) -> None:
     if not any(t.name == "ostl-parent" for t in threading.enumerate()):
         watched = os.getppid() if parent is None else parent
         threading.Thread(target=_watch, args=(watched,), daemon=True, name="ostl-parent").start()
+
+
+def process_pool(workers: int, *, spawn: bool = False) -> ProcessPoolExecutor:
+    """A process pool whose workers die with this process (:func:`die_with_parent`): a script
+    killed mid-run leaves no worker running on. ``spawn``: start workers with the spawn method
+    (safe after this process has run torch)."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn") if spawn else None,
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _watch(parent: int) -> None:
