@@ -303,11 +303,12 @@ def tasks_meta(
         "extend": args.extend, "seeds": lists["seeds"],
     }  # fmt: skip
     found = settings(records)
+    budgets = {t: budget(t, args.quick) for t in lists["tasks"]}
     return {
-        t: {"settings": found.get(t), "budget": budget(t, args.quick)[1],
-            "request": budget(t, args.quick)[0].to_json(), "sweep_seed": lists["seeds"][0],
-            "quick": args.quick, "study": t in STUDIES, "commands": [command]}
-        for t in lists["tasks"]
+        t: {"settings": found.get(t), "budget": why, "request": cfg.to_json(),
+            "sweep_seed": lists["seeds"][0], "quick": args.quick, "study": t in STUDIES,
+            "commands": [command]}
+        for t, (cfg, why) in budgets.items()
     }  # fmt: skip
 
 

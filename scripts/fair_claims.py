@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fair_report import NETS, ROOT, Key, TaskCells, gap, percent, task_table
+from fair_report import NETS, ROOT, Key, TaskCells, gap, percent, task_cells
 
 from results import TARGETS, _gap
 
@@ -176,8 +176,9 @@ def all_task_cells(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> T
     out: TaskCells = {}
     for task, tmeta in meta["tasks"].items():
         if tmeta.get("settings") and not tmeta.get("study"):
-            _, cells = task_table(task, [r for r in records if r["task"] == task], tmeta)
-            out[task] = (cells, tmeta["settings"]["higher_is_better"])
+            hib = tmeta["settings"]["higher_is_better"]
+            mine = [r for r in records if r["task"] == task]
+            out[task] = (task_cells(mine, tmeta["sweep_seed"], hib), hib)
     return out
 
 

@@ -282,16 +282,18 @@ def section(
         PROTOCOL,
         "",
     ]
+    tc: TaskCells = {}
     for task, tmeta in meta["tasks"].items():
         mine = [r for r in records if r["task"] == task]
         if not tmeta.get("settings"):
             lines += [f"### {task}", "", "No run finished yet.", ""]
             continue
-        table, _ = task_table(task, mine, tmeta)
+        table, cells = task_table(task, mine, tmeta)
+        tc[task] = (cells, tmeta["settings"]["higher_is_better"])
         lines += [*table, ""]
         if task in meta.get("notes", {}):
             lines += [meta["notes"][task], ""]
-    lines += projection_table(records, meta)
+    lines += projection_table(tc, meta.get("targets", {}))
     lines += [
         "The claims of the OSTL and OSTTP papers and their evidence: the *claims* "
         "section at the top of this file."
@@ -303,20 +305,16 @@ def section(
     return "\n".join(lines) + "\n"
 
 
-def projection_table(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
-    """OSTTP's gap to BPTT beside OSTL's, per task, with where the task's targets are: the
-    evidence of when target projection lags (``docs/target-projection.md`` explains it)."""
+def projection_table(tc: TaskCells, targets: dict[str, str]) -> list[str]:
+    """OSTTP's gap to BPTT beside OSTL's, per task (``tc``: its cells), with where the task's
+    targets are: the evidence of when target projection lags (``docs/target-projection.md``
+    explains it)."""
     rows = []
-    for task, tmeta in meta["tasks"].items():
-        if not tmeta.get("settings"):
-            continue
-        hib = tmeta["settings"]["higher_is_better"]
-        cells = task_cells([r for r in records if r["task"] == task], tmeta["sweep_seed"], hib)
+    for task, (cells, hib) in tc.items():
         gaps = [gap(cells, v, n, "sequence", hib) for v in ("osttp", "ostl") for n in NETS]
         if not all(math.isnan(g) for g in gaps[:2]):
             shown = ["—" if math.isnan(g) else percent(g, 1) for g in gaps]
-            rows.append(f"| {task} | {meta.get('targets', {}).get(task, '')} | "
-                        + " | ".join(shown) + " |")  # fmt: skip
+            rows.append(f"| {task} | {targets.get(task, '')} | " + " | ".join(shown) + " |")
     if not rows:
         return []
     return [
